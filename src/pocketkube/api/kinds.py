@@ -1,0 +1,193 @@
+"""The catalogue of built-in resources: group/version/kind, names, scope, verbs, subresources.
+
+Discovery, the generic registry, OpenAPI and table printing all read this one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+SUBRESOURCE_VERBS = {
+    "status": ("get", "patch", "update"),
+    "scale": ("get", "patch", "update"),
+    "binding": ("create",),
+    "eviction": ("create",),
+}
+
+# Go package of each group's types, as named in the OpenAPI definitions (io.k8s.api.<pkg>.<version>.<Kind>).
+_DEFINITION_PACKAGE = {
+    "": "core",
+    "apps": "apps",
+    "batch": "batch",
+    "autoscaling": "autoscaling",
+    "networking.k8s.io": "networking",
+    "storage.k8s.io": "storage",
+    "rbac.authorization.k8s.io": "rbac",
+    "coordination.k8s.io": "coordination",
+    "discovery.k8s.io": "discovery",
+    "policy": "policy",
+    "scheduling.k8s.io": "scheduling",
+    "events.k8s.io": "events",
+}
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ALL_VERBS
+    # Several group-versions may share one stored resource (events, HPAs): they name the same storage.
+    storage_group: str | None = None
+    storage_version: str | None = None
+    # Dotted paths used by the scale subresource: (spec replicas, status replicas, status selector).
+    scale_paths: tuple[str, str, str] | None = None
+    single_name: str = field(default="")
+
+    @property
+    def singular(self) -> str:
+        return self.single_name or self.kind.lower()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def definition(self) -> str:
+        """The name of this kind's schema in the official OpenAPI definitions."""
+        return f"io.k8s.api.{_DEFINITION_PACKAGE[self.group]}.{self.version}.{self.kind}"
+
+    @property
+    def storage_prefix(self) -> str:
+        """Key prefix in storage (ends with '/'); shared by every version of a resource."""
+        group = self.storage_group if self.storage_group is not None else self.group
+        return f"/registry/{group or 'core'}/{self.plural}/"
+
+    @property
+    def stored_version(self) -> str:
+        group = self.storage_group if self.storage_group is not None else self.group
+        version = self.storage_version or self.version
+        return f"{group}/{version}" if group else version
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+
+def _r(group: str, version: str, kind: str, plural: str, namespaced: bool = True, **kw) -> ResourceInfo:
+    return ResourceInfo(group, version, kind, plural, namespaced, **kw)
+
+
+_REPLICAS = ("spec.replicas", "status.replicas", "status.selector")
+
+BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
+    # core/v1
+    _r("", "v1", "Namespace", "namespaces", False, short_names=("ns",), subresources=("status", "finalize"),
+       verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    _r("", "v1", "Pod", "pods", short_names=("po",), categories=("all",),
+       subresources=("status", "binding", "eviction")),
+    _r("", "v1", "Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
+    _r("", "v1", "Endpoints", "endpoints", short_names=("ep",), single_name="endpoints"),
+    _r("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
+    _r("", "v1", "Secret", "secrets"),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",)),
+    _r("", "v1", "Node", "nodes", False, short_names=("no",), subresources=("status",)),
+    _r("", "v1", "Event", "events", short_names=("ev",)),
+    _r("", "v1", "PersistentVolume", "persistentvolumes", False, short_names=("pv",), subresources=("status",)),
+    _r("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short_names=("pvc",),
+       subresources=("status",)),
+    _r("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=("status",)),
+    _r("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
+    _r("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
+       subresources=("status", "scale"), scale_paths=("spec.replicas", "status.replicas", "spec.selector")),
+    # apps/v1
+    _r("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
+       subresources=("status", "scale"), scale_paths=_REPLICAS),
+    _r("apps", "v1", "ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
+       subresources=("status", "scale"), scale_paths=_REPLICAS),
+    _r("apps", "v1", "StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
+       subresources=("status", "scale"), scale_paths=_REPLICAS),
+    _r("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",), categories=("all",),
+       subresources=("status",)),
+    _r("apps", "v1", "ControllerRevision", "controllerrevisions"),
+    # batch/v1
+    _r("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
+    _r("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=("all",), subresources=("status",)),
+    # autoscaling: v2 is stored, v1 is converted
+    _r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
+       categories=("all",), subresources=("status",)),
+    _r("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
+       categories=("all",), subresources=("status",), storage_version="v2"),
+    # networking.k8s.io/v1
+    _r("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",), subresources=("status",)),
+    _r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
+    _r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=("netpol",)),
+    # storage.k8s.io/v1
+    _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, short_names=("sc",)),
+    # rbac.authorization.k8s.io/v1
+    _r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    _r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    # coordination.k8s.io/v1
+    _r("coordination.k8s.io", "v1", "Lease", "leases"),
+    # discovery.k8s.io/v1
+    _r("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    # policy/v1
+    _r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short_names=("pdb",),
+       subresources=("status",)),
+    # scheduling.k8s.io/v1
+    _r("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, short_names=("pc",)),
+    # events.k8s.io/v1 shares storage with core/v1 events
+    _r("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage_group="", storage_version="v1"),
+)
+
+# Preferred version per group, in the order discovery lists groups.
+PREFERRED_VERSIONS: dict[str, str] = {}
+for _info in BUILTIN_RESOURCES:
+    PREFERRED_VERSIONS.setdefault(_info.group, _info.version)
+
+
+class ResourceCatalog:
+    """Look-ups over the served resources (built-ins now; custom resources join later)."""
+
+    def __init__(self, resources: tuple[ResourceInfo, ...] = BUILTIN_RESOURCES) -> None:
+        self._by_gvr: dict[tuple[str, str, str], ResourceInfo] = {}
+        self._by_gvk: dict[tuple[str, str, str], ResourceInfo] = {}
+        for info in resources:
+            self.add(info)
+
+    def add(self, info: ResourceInfo) -> None:
+        self._by_gvr[(info.group, info.version, info.plural)] = info
+        self._by_gvk[(info.group, info.version, info.kind)] = info
+
+    def resource(self, group: str, version: str, plural: str) -> ResourceInfo | None:
+        return self._by_gvr.get((group, version, plural))
+
+    def kind(self, group: str, version: str, kind: str) -> ResourceInfo | None:
+        return self._by_gvk.get((group, version, kind))
+
+    def all(self) -> list[ResourceInfo]:
+        return list(self._by_gvr.values())
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """group -> versions, preferred first."""
+        out: dict[str, list[str]] = {}
+        for info in self._by_gvr.values():
+            versions = out.setdefault(info.group, [])
+            if info.version not in versions:
+                versions.append(info.version)
+        return out
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceInfo]:
+        return [i for i in self._by_gvr.values() if i.group == group and i.version == version]

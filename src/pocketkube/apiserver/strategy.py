@@ -1,0 +1,123 @@
+"""Per-kind behaviour plugged into the one generic registry (apiserver/registry.py).
+
+A Strategy never touches storage; the registry calls its hooks in this order:
+create:  prepare_for_create -> default -> validate (+ generic metadata checks) -> before_create -> store
+update:  prepare_for_update -> default -> validate_update -> before_update -> store
+status:  prepare_for_status_update -> validate_status_update -> store
+delete:  store delete -> after_delete
+Objects are plain dicts in their served (external) version; hooks mutate them in place.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from pocketkube.api.errors import Cause
+from pocketkube.api.kinds import ResourceInfo
+
+Obj = dict[str, Any]
+FieldGetter = Callable[[Obj], str]
+
+
+def _meta_field(name: str) -> FieldGetter:
+    return lambda obj: str(obj.get("metadata", {}).get(name, ""))
+
+
+class Strategy:
+    """Defaults for a kind with no special behaviour; subclasses override what differs."""
+
+    # metadata.generation starts at 1 and grows on every spec change.
+    tracks_generation = False
+    # PUT of an absent object creates it (endpoints, leases, events, RBAC ...).
+    allow_create_on_update = False
+    # Delete waits for a grace period (pods on a node).
+    graceful_delete = False
+
+    def __init__(self, info: ResourceInfo) -> None:
+        self.info = info
+
+    # --- field selectors -------------------------------------------------------------
+    def field_getters(self) -> dict[str, FieldGetter]:
+        """Fields this kind supports in fieldSelector (metadata.name/namespace always)."""
+        getters = {"metadata.name": _meta_field("name")}
+        if self.info.namespaced:
+            getters["metadata.namespace"] = _meta_field("namespace")
+        return getters
+
+    # --- create ------------------------------------------------------------------------
+    def prepare_for_create(self, obj: Obj) -> None:
+        """Clear what a client may not set on create: the status of kinds with a status subresource."""
+        if self.info.has_status:
+            obj.pop("status", None)
+            initial = self.initial_status(obj)
+            if initial is not None:
+                obj["status"] = initial
+
+    def initial_status(self, obj: Obj) -> Obj | None:
+        return None
+
+    def default(self, obj: Obj) -> None:
+        """Fill in defaulted fields as upstream's SetDefaults_* functions do."""
+
+    def validate(self, obj: Obj) -> list[Cause]:
+        """Kind-specific validation (metadata is validated generically)."""
+        return []
+
+    def warnings(self, obj: Obj) -> list[str]:
+        """Warnings returned to the client in Warning headers."""
+        return []
+
+    async def before_create(self, obj: Obj) -> None:
+        """Last step before storing (allocations such as a Service's clusterIP). May raise StatusError."""
+
+    async def rollback_create(self, obj: Obj) -> None:
+        """Undo before_create when the write failed."""
+
+    # --- update ------------------------------------------------------------------------
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        """The main endpoint ignores status changes when the kind has a status subresource."""
+        if self.info.has_status:
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+
+    def validate_update(self, new: Obj, old: Obj) -> list[Cause]:
+        return self.validate(new)
+
+    async def before_update(self, new: Obj, old: Obj) -> None:
+        """Last step before storing an update (e.g. allocate a nodePort for a changed Service type)."""
+
+    async def after_update(self, new: Obj, old: Obj) -> None:
+        """After an update is stored (release what the old object held and the new one does not)."""
+
+    # --- status subresource ------------------------------------------------------------
+    def prepare_for_status_update(self, new: Obj, old: Obj) -> None:
+        """/status changes only status: everything else comes from the stored object."""
+        status = new.get("status")
+        new.clear()
+        new.update(copy.deepcopy(old))
+        if status is None:
+            new.pop("status", None)
+        else:
+            new["status"] = status
+
+    def validate_status_update(self, new: Obj, old: Obj) -> list[Cause]:
+        return []
+
+    # --- delete ------------------------------------------------------------------------
+    def grace_period(self, obj: Obj, requested: int | None) -> int:
+        """Seconds to wait before the object really goes (0 = now)."""
+        return 0
+
+    async def after_delete(self, obj: Obj) -> None:
+        """Release what the object held (cluster IPs, node ports)."""
+
+    # --- generation --------------------------------------------------------------------
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        """Whether metadata.generation must grow: anything but metadata and status changed."""
+        skip = {"metadata", "status", "apiVersion", "kind"}
+        keys = (set(new) | set(old)) - skip
+        return any(new.get(k) != old.get(k) for k in keys)
