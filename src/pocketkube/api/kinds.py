@@ -46,8 +46,6 @@ class ResourceInfo:
     # Several group-versions may share one stored resource (events, HPAs): they name the same storage.
     storage_group: str | None = None
     storage_version: str | None = None
-    # Dotted paths used by the scale subresource: (spec replicas, status replicas, status selector).
-    scale_paths: tuple[str, str, str] | None = None
     single_name: str = field(default="")
 
     @property
@@ -88,8 +86,6 @@ def _r(group: str, version: str, kind: str, plural: str, namespaced: bool = True
     return ResourceInfo(group, version, kind, plural, namespaced, **kw)
 
 
-_REPLICAS = ("spec.replicas", "status.replicas", "status.selector")
-
 BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     # core/v1
     _r("", "v1", "Namespace", "namespaces", False, short_names=("ns",), subresources=("status", "finalize"),
@@ -109,14 +105,14 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=("status",)),
     _r("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
     _r("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
-       subresources=("status", "scale"), scale_paths=("spec.replicas", "status.replicas", "spec.selector")),
+       subresources=("status", "scale")),
     # apps/v1
     _r("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
-       subresources=("status", "scale"), scale_paths=_REPLICAS),
+       subresources=("status", "scale")),
     _r("apps", "v1", "ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
-       subresources=("status", "scale"), scale_paths=_REPLICAS),
+       subresources=("status", "scale")),
     _r("apps", "v1", "StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
-       subresources=("status", "scale"), scale_paths=_REPLICAS),
+       subresources=("status", "scale")),
     _r("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",), categories=("all",),
        subresources=("status",)),
     _r("apps", "v1", "ControllerRevision", "controllerrevisions"),

@@ -1,8 +1,9 @@
 """Per-kind behaviour plugged into the one generic registry (apiserver/registry.py).
 
 A Strategy never touches storage; the registry calls its hooks in this order:
-create:  prepare_for_create -> default -> validate (+ generic metadata checks) -> before_create -> store
-update:  prepare_for_update -> default -> validate_update -> before_update -> store
+create:  default -> prepare_for_create -> validate (+ generic metadata checks) -> [uid set] -> before_create
+         -> store
+update:  default -> prepare_for_update -> validate_update -> before_update -> store -> after_update
 status:  prepare_for_status_update -> validate_status_update -> store
 delete:  store delete -> after_delete
 Objects are plain dicts in their served (external) version; hooks mutate them in place.
@@ -32,8 +33,8 @@ class Strategy:
     tracks_generation = False
     # PUT of an absent object creates it (endpoints, leases, events, RBAC ...).
     allow_create_on_update = False
-    # Delete waits for a grace period (pods on a node).
-    graceful_delete = False
+    # DELETE answers with the deleted object instead of a Status (pods, services).
+    return_deleted_object = False
 
     def __init__(self, info: ResourceInfo) -> None:
         self.info = info
@@ -111,6 +112,13 @@ class Strategy:
     def grace_period(self, obj: Obj, requested: int | None) -> int:
         """Seconds to wait before the object really goes (0 = now)."""
         return 0
+
+    def deletion_blocked(self, obj: Obj) -> bool:
+        """Something besides metadata.finalizers holds the object back (a Namespace's spec.finalizers)."""
+        return False
+
+    def prepare_for_delete(self, obj: Obj) -> None:
+        """Mark an object whose deletion has begun but must wait (a Namespace turns Terminating)."""
 
     async def after_delete(self, obj: Obj) -> None:
         """Release what the object held (cluster IPs, node ports)."""

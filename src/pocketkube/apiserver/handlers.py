@@ -1,0 +1,570 @@
+"""HTTP handlers for resource paths: one generic handler for every kind and verb."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+import orjson
+from aiohttp import web
+
+from pocketkube.api import errors
+from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
+from pocketkube.api.selectors import FieldSelector, LabelSelector, SelectorError
+from pocketkube.apiserver import request as req
+from pocketkube.apiserver.decode import DecodeError, decode_object
+from pocketkube.apiserver.patch import merge_patch
+from pocketkube.apiserver.printers import column_definitions, to_table
+from pocketkube.apiserver.registry import DeleteOptions, Registry, WriteOptions, parse_resource_version
+from pocketkube.apiserver.strategies.conversion import from_storage
+from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, decode_kv
+from pocketkube.storage.interface import CompactedError, FutureRevisionError
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+DEFAULT_WATCH_TIMEOUT = 1800
+BOOKMARK_INTERVAL = 30.0
+_POLL = 1.0
+
+
+def encode(obj: Any, pretty: bool = False) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def json_response(obj: Any, status: int = 200, *, pretty: bool = False,
+                  warnings: list[str] | None = None) -> web.Response:
+    response = web.Response(body=encode(obj, pretty), status=status, content_type=req.JSON)
+    for warning in warnings or []:
+        escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+        response.headers.add("Warning", f'299 - "{escaped}"')
+    return response
+
+
+def success_status(info: ResourceInfo, obj: Obj) -> Obj:
+    meta = obj.get("metadata", {})
+    details = {"name": meta.get("name", ""), "kind": info.plural, "uid": meta.get("uid", "")}
+    if info.group:
+        details["group"] = info.group
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
+def _continue_token(revision: int, start_after: str) -> str:
+    raw = orjson.dumps({"v": "meta.k8s.io/v1", "rv": revision, "start": start_after})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_continue(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = orjson.loads(raw)
+        return int(data["rv"]), str(data["start"])
+    except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise errors.bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                                 "(version meta.k8s.io/v1)") from None
+
+
+def _partial_metadata(obj: Obj) -> Obj:
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+
+
+class ResourceHandler:
+    """Serves /api/v1/... and /apis/G/V/... for every resource in the catalogue."""
+
+    def __init__(self, catalog: ResourceCatalog, registry: Registry) -> None:
+        self.catalog = catalog
+        self.registry = registry
+
+    async def handle(self, request: web.Request, group: str, version: str, tail: str) -> web.StreamResponse:
+        target = req.parse_target(self.catalog, group, version, tail)
+        method = request.method
+        info = target.info
+        if target.subresource:
+            return await self._subresource(request, target)
+        if target.name:
+            if method == "GET":
+                if target.watch_path or req.bool_param(request, "watch"):
+                    return await self.watch(request, target)
+                return await self.get(request, target)
+            if method == "PUT":
+                return await self.update(request, target)
+            if method == "PATCH":
+                return await self.patch(request, target)
+            if method == "DELETE":
+                return await self.delete(request, target)
+        else:
+            if method == "GET":
+                if target.watch_path or req.bool_param(request, "watch"):
+                    self._require_verb(info, "watch", method)
+                    return await self.watch(request, target)
+                return await self.list(request, target)
+            if method == "POST":
+                self._require_verb(info, "create", method)
+                return await self.create(request, target)
+            if method == "DELETE":
+                self._require_verb(info, "deletecollection", method)
+                return await self.delete_collection(request, target)
+        raise errors.method_not_allowed(f"the server does not allow this method on the requested resource "
+                                        f"({method} {info.plural})")
+
+    @staticmethod
+    def _require_verb(info: ResourceInfo, verb: str, method: str) -> None:
+        if verb not in info.verbs:
+            raise errors.method_not_allowed(f"the server does not allow this method on the requested resource "
+                                            f"({method} {info.plural})")
+
+    # --- decoding ----------------------------------------------------------------------
+    @staticmethod
+    def decode(info: ResourceInfo, obj: Obj, validation: str) -> tuple[Obj, list[str]]:
+        """Typed decoding as upstream: type errors are 400; unknown fields per fieldValidation."""
+        try:
+            result = decode_object(info.definition, obj)
+        except DecodeError as err:
+            raise errors.bad_request(str(err)) from None
+        unknown = [f'unknown field "{path}"' for path in result.unknown_fields]
+        if unknown and validation == "Strict":
+            raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
+        return result.obj, unknown if validation == "Warn" else []
+
+    async def _object_body(self, request: web.Request, info: ResourceInfo) -> tuple[Obj, list[str]]:
+        body = await req.read_body(request)
+        obj = req.parse_object_body(body, req.media_type(request))
+        req.check_kind(info, obj)
+        return self.decode(info, obj, req.field_validation(request))
+
+    @staticmethod
+    def _write_options(request: web.Request) -> WriteOptions:
+        return WriteOptions(dry_run=req.dry_run(request), field_manager=request.query.get("fieldManager", ""))
+
+    def _render(self, request: web.Request, info: ResourceInfo, obj: Obj, status: int = 200,
+                warnings: list[str] | None = None) -> web.Response:
+        accept = req.parse_accept(request)
+        if accept.as_kind == "Table":
+            body = to_table(info, [obj], list_meta={"resourceVersion": obj.get("metadata", {}).get(
+                "resourceVersion", "")}, include_object=accept.include_object)
+        elif accept.as_kind == "PartialObjectMetadata":
+            body = _partial_metadata(obj)
+        elif accept.as_kind == "PartialObjectMetadataList":
+            raise errors.not_acceptable("PartialObjectMetadataList is only served for lists")
+        else:
+            body = obj
+        return json_response(body, status, pretty=accept.pretty, warnings=warnings)
+
+    # --- verbs -------------------------------------------------------------------------
+    async def get(self, request: web.Request, target: req.Target) -> web.Response:
+        obj = await self.registry.get(target.info, target.namespace, target.name,
+                                      request.query.get("resourceVersion", ""))
+        return self._render(request, target.info, obj)
+
+    async def create(self, request: web.Request, target: req.Target) -> web.Response:
+        info = target.info
+        if info.namespaced and not target.namespace:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        obj, warnings = await self._object_body(request, info)
+        created = await self.registry.create(info, target.namespace, obj, self._write_options(request))
+        warnings += self.registry.strategy(info).warnings(created)
+        return self._render(request, info, created, 201, warnings)
+
+    async def update(self, request: web.Request, target: req.Target, subresource: str = "") -> web.Response:
+        info = target.info
+        obj, warnings = await self._object_body(request, info)
+        result, created = await self.registry.update(info, target.namespace, target.name, obj,
+                                                     self._write_options(request), subresource)
+        return self._render(request, info, result, 201 if created else 200, warnings)
+
+    def _patcher(self, request: web.Request, info: ResourceInfo, body: bytes,
+                 warnings: list[str]) -> Callable[[Obj], Obj]:
+        content_type = req.media_type(request)
+        validation = req.field_validation(request)
+        if content_type == req.JSON_PATCH:
+            operations = req.parse_document(body, req.JSON)
+            if not isinstance(operations, list):
+                raise errors.bad_request("a JSON patch must be a list of operations")
+            try:
+                patch = jsonpatch.JsonPatch(operations)
+            except (jsonpatch.JsonPatchException, TypeError, KeyError) as err:
+                raise errors.bad_request(f"invalid JSON patch: {err}") from None
+
+            def apply(current: Obj) -> Obj:
+                try:
+                    patched = patch.apply(current)
+                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError,
+                        IndexError) as err:
+                    raise errors.StatusError(422, "Invalid", f"the server rejected our request due to an error "
+                                             f"in our request: {err}") from None
+                return self._decode_patched(info, patched, validation, warnings)
+            return apply
+        if content_type == req.MERGE_PATCH or content_type == req.JSON:
+            document = req.parse_document(body, req.JSON)
+            if not isinstance(document, dict):
+                raise errors.bad_request("a merge patch must be a JSON object")
+            return lambda current: self._decode_patched(info, merge_patch(current, document), validation,
+                                                        warnings)
+        raise errors.StatusError(415, "UnsupportedMediaType",
+                                 f"the body of the request was in an unknown format - accepted media types "
+                                 f"include: application/json-patch+json, application/merge-patch+json "
+                                 f"(got {content_type})")
+
+    def _decode_patched(self, info: ResourceInfo, obj: Any, validation: str, warnings: list[str]) -> Obj:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the patch did not produce an object")
+        req.check_kind(info, obj)
+        decoded, found = self.decode(info, obj, validation)
+        warnings[:] = found
+        return decoded
+
+    async def patch(self, request: web.Request, target: req.Target, subresource: str = "") -> web.Response:
+        info = target.info
+        body = await req.read_body(request)
+        warnings: list[str] = []
+        apply = self._patcher(request, info, body, warnings)
+        result = await self.registry.patch(info, target.namespace, target.name, apply,
+                                           self._write_options(request), subresource)
+        return self._render(request, info, result, 200, warnings)
+
+    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+        body = await req.read_body(request)
+        data: Obj = {}
+        if body.strip():
+            parsed = req.parse_document(body, req.media_type(request))
+            if not isinstance(parsed, dict):
+                raise errors.bad_request("DeleteOptions must be an object")
+            data = parsed
+        grace = req.int_param(request, "gracePeriodSeconds")
+        if grace is None and data.get("gracePeriodSeconds") is not None:
+            grace = data["gracePeriodSeconds"]
+        policy = request.query.get("propagationPolicy") or data.get("propagationPolicy")
+        if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+            raise errors.invalid("DeleteOptions", "", "", [errors.Cause(
+                "propagationPolicy", f'Unsupported value: "{policy}": supported values: "Foreground", '
+                '"Background", "Orphan", "nil"', "FieldValueNotSupported")])
+        orphan = data.get("orphanDependents")
+        if "orphanDependents" in request.query:
+            orphan = req.bool_param(request, "orphanDependents")
+        if orphan is not None and policy is not None:
+            raise errors.invalid("DeleteOptions", "", "", [errors.Cause(
+                "propagationPolicy", "Invalid value: \"" + policy + "\": orphanDependents and deletionPropagation "
+                "cannot be both set", "FieldValueInvalid")])
+        if grace is not None and (not isinstance(grace, int) or grace < 0):
+            if isinstance(grace, int):
+                grace = 1  # upstream turns a negative grace period into the shortest real one
+            else:
+                raise errors.bad_request("gracePeriodSeconds must be an integer")
+        preconditions = data.get("preconditions") or {}
+        dry = req.dry_run(request) or "All" in (data.get("dryRun") or [])
+        return DeleteOptions(dry_run=dry, grace_period_seconds=grace, propagation_policy=policy,
+                             orphan_dependents=orphan, precondition_uid=preconditions.get("uid"),
+                             precondition_resource_version=preconditions.get("resourceVersion"))
+
+    async def delete(self, request: web.Request, target: req.Target) -> web.Response:
+        info = target.info
+        opts = await self._delete_options(request)
+        obj, deleted = await self.registry.delete(info, target.namespace, target.name, opts)
+        status = 202 if not deleted and opts.orphan_dependents is False else 200
+        if deleted and not self.registry.strategy(info).return_deleted_object:
+            return json_response(success_status(info, obj), status)
+        return self._render(request, info, obj, status)
+
+    async def delete_collection(self, request: web.Request, target: req.Target) -> web.Response:
+        info = target.info
+        opts = await self._delete_options(request)
+        items, _ = await self._list_from_cache(request, target, "")
+        deleted = []
+        for obj in items:
+            meta = obj["metadata"]
+            try:
+                result, _ = await self.registry.delete(info, meta.get("namespace", ""), meta["name"], opts)
+            except errors.StatusError as err:
+                if err.code == 404:
+                    continue
+                raise
+            deleted.append(result)
+        body = {"kind": info.list_kind, "apiVersion": info.group_version,
+                "metadata": {"resourceVersion": str(self.registry.cache.revision)}, "items": deleted}
+        return json_response(body)
+
+    # --- list --------------------------------------------------------------------------
+    def _filter(self, request: web.Request, info: ResourceInfo, name: str = "") -> Callable[[Obj], bool]:
+        strategy = self.registry.strategy(info)
+        try:
+            labels = LabelSelector.parse(request.query.get("labelSelector", ""))
+            fields = FieldSelector.parse(request.query.get("fieldSelector", ""))
+            getters = strategy.field_getters()
+            fields.check_supported(set(getters))
+        except SelectorError as err:
+            raise errors.bad_request(str(err)) from None
+        label_all = labels.empty
+        field_all = not fields.requirements
+
+        def matches(obj: Obj) -> bool:
+            meta = obj.get("metadata", {})
+            if name and meta.get("name") != name:
+                return False
+            if not label_all and not labels.matches(meta.get("labels") or {}):
+                return False
+            return field_all or fields.matches(getters, from_storage(info, obj))
+        return matches
+
+    def key_prefix(self, target: req.Target) -> str:
+        prefix = target.info.storage_prefix
+        if target.info.namespaced and target.namespace:
+            prefix += target.namespace + "/"
+        return prefix
+
+    async def _list_from_cache(self, request: web.Request, target: req.Target,
+                               resource_version: str) -> tuple[list[Obj], int]:
+        if resource_version == "":
+            await self.registry.fresh()
+        elif resource_version != "0":
+            await self.registry._wait_not_older_than(resource_version)
+        matches = self._filter(request, target.info)
+        cache = self.registry.cache.resource(target.info.storage_prefix)
+        items = [o for o in cache.items(self.key_prefix(target)) if matches(o)]
+        return items, self.registry.cache.revision
+
+    async def _list_from_storage(self, request: web.Request, target: req.Target, revision: int,
+                                 start_after: str, limit: int) -> tuple[list[Obj], int, str]:
+        """A page read from storage at a pinned revision (limit/continue and exact reads)."""
+        matches = self._filter(request, target.info)
+        prefix = self.key_prefix(target)
+        items: list[Obj] = []
+        last_key = start_after
+        more = False
+        while True:
+            want = limit - len(items) if limit else 0
+            batch = max(want, 100) if want else 0
+            try:
+                result = await self.registry.storage.list(prefix, revision, last_key, batch)
+            except CompactedError as err:
+                raise errors.gone(f"too old resource version: {err.requested} ({err.compacted})") from None
+            except FutureRevisionError as err:
+                raise errors.StatusError(504, "Timeout", f"Too large resource version: {err.requested}, "
+                                         f"current: {err.current}") from None
+            revision = result.revision
+            stopped_early = False
+            for index, kv in enumerate(result.items):
+                last_key = kv.key
+                obj = decode_kv(kv)
+                if matches(obj):
+                    items.append(obj)
+                if limit and len(items) >= limit:
+                    stopped_early = index < len(result.items) - 1 or result.more
+                    break
+            if limit and len(items) >= limit:
+                more = stopped_early
+                break
+            if not result.more:
+                break
+        return items, revision, _continue_token(revision, last_key) if more else ""
+
+    async def list(self, request: web.Request, target: req.Target) -> web.Response:
+        info = target.info
+        accept = req.parse_accept(request)
+        rv = request.query.get("resourceVersion", "")
+        rv_match = request.query.get("resourceVersionMatch", "")
+        if rv_match not in ("", "Exact", "NotOlderThan"):
+            raise errors.bad_request(f"resourceVersionMatch: Unsupported value: \"{rv_match}\"")
+        if rv_match and rv == "":
+            raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+        limit = req.int_param(request, "limit") or 0
+        if limit < 0:
+            raise errors.bad_request("limit must be a positive integer")
+        token = request.query.get("continue", "")
+        cont = ""
+        if token:
+            if rv not in ("", "0"):
+                raise errors.bad_request("specifying resource version is not allowed when using continue")
+            revision, start = _parse_continue(token)
+            try:
+                items, revision, cont = await self._list_from_storage(request, target, revision, start, limit)
+            except errors.StatusError as err:
+                if err.code == 410:
+                    raise errors.gone("The provided continue parameter is too old to display a consistent list "
+                                      "result. You can start a new list without the continue parameter, or use "
+                                      "the continue token in this response to retrieve the remainder of the "
+                                      "results.") from None
+                raise
+        elif rv_match == "Exact":
+            revision = parse_resource_version(rv)
+            items, revision, cont = await self._list_from_storage(request, target, revision, "", limit)
+        elif limit and rv != "0":
+            revision = 0
+            if rv:
+                await self.registry._wait_not_older_than(rv)
+            items, revision, cont = await self._list_from_storage(request, target, revision, "", limit)
+        else:
+            items, revision = await self._list_from_cache(request, target, rv)
+        list_meta: Obj = {"resourceVersion": str(revision)}
+        if cont:
+            list_meta["continue"] = cont
+        served = [from_storage(info, o) for o in items]
+        if accept.as_kind == "Table":
+            body = to_table(info, served, list_meta=list_meta, include_object=accept.include_object)
+        elif accept.as_kind in ("PartialObjectMetadataList", "PartialObjectMetadata"):
+            body = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
+                    "items": [_partial_metadata(o) for o in served]}
+        else:
+            body = {"kind": info.list_kind, "apiVersion": info.group_version, "metadata": list_meta,
+                    "items": served}
+        return json_response(body, pretty=accept.pretty)
+
+    # --- watch -------------------------------------------------------------------------
+    async def watch(self, request: web.Request, target: req.Target) -> web.StreamResponse:
+        info = target.info
+        accept = req.parse_accept(request)
+        rv = request.query.get("resourceVersion", "")
+        rv_match = request.query.get("resourceVersionMatch", "")
+        bookmarks = req.bool_param(request, "allowWatchBookmarks")
+        send_initial_raw = request.query.get("sendInitialEvents")
+        send_initial = None if send_initial_raw is None else send_initial_raw.lower() in ("true", "1")
+        if send_initial is not None:
+            if rv_match != "NotOlderThan":
+                raise errors.invalid("ListOptions", "", "", [errors.Cause(
+                    "resourceVersionMatch", "Unsupported value: \"" + rv_match + "\": supported values: "
+                    "\"NotOlderThan\"", "FieldValueNotSupported")])
+            if send_initial and not bookmarks:
+                raise errors.invalid("ListOptions", "", "", [errors.Cause(
+                    "allowWatchBookmarks", "Forbidden: allowWatchBookmarks must be set to true when "
+                    "sendInitialEvents is true", "FieldValueForbidden")])
+        elif rv_match:
+            raise errors.invalid("ListOptions", "", "", [errors.Cause(
+                "resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for watch unless "
+                "sendInitialEvents is provided", "FieldValueForbidden")])
+        timeout = req.int_param(request, "timeoutSeconds") or DEFAULT_WATCH_TIMEOUT
+        matches = self._filter(request, info, target.name)
+        cache = self.registry.cache.resource(info.storage_prefix)
+        key_prefix = self.key_prefix(target)
+
+        initial = send_initial if send_initial is not None else rv in ("", "0")
+        if rv == "" and (initial or send_initial is False):
+            await self.registry.fresh()
+        elif rv not in ("", "0"):
+            await self.registry._wait_not_older_than(rv)
+
+        response = web.StreamResponse(headers={"Content-Type": req.JSON, "Cache-Control": "no-cache"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        stream = _WatchStream(response, info, accept, bookmarks)
+
+        # Snapshot and register with no await in between, so no event falls in a gap.
+        watcher = CacheWatcher(key_prefix, matches)
+        backlog: list[tuple[str, Obj]] = []
+        try:
+            if initial:
+                backlog = [("ADDED", o) for o in cache.items(key_prefix) if matches(o)]
+                if rv not in ("", "0") and send_initial:
+                    pass  # state at a newer-or-equal revision is what NotOlderThan allows
+            elif rv not in ("", "0"):
+                for event in cache.events_since(parse_resource_version(rv)):
+                    if event.revision > 0:
+                        translated = watcher._translate(event)
+                        if translated is not None:
+                            backlog.append(translated)
+        except TooOldError as err:
+            await stream.send("ERROR", errors.gone(str(err)).to_status())
+            return await stream.finish()
+        start_revision = self.registry.cache.revision
+        cache.watchers.add(watcher)
+        try:
+            for event_type, obj in backlog:
+                await stream.send(event_type, obj)
+            if send_initial:
+                await stream.bookmark(start_revision, initial_end=True)
+            await self._pump(stream, watcher, timeout, request)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            cache.watchers.discard(watcher)
+        return await stream.finish()
+
+    async def _pump(self, stream: _WatchStream, watcher: CacheWatcher, timeout: float,
+                    request: web.Request) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_sent = loop.time()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            try:
+                item = await asyncio.wait_for(watcher.queue.get(), min(_POLL, remaining))
+            except TimeoutError:
+                if stream.bookmarks and loop.time() - last_sent >= BOOKMARK_INTERVAL:
+                    await stream.bookmark(self.registry.cache.revision)
+                    last_sent = loop.time()
+                continue
+            if item is None:  # the cache closed this watcher (it fell too far behind)
+                await stream.send("ERROR", errors.gone("the watch fell behind; list again").to_status())
+                return
+            await stream.send(*item)
+            last_sent = loop.time()
+            # Drain what is already queued without waking the loop for each event.
+            while not watcher.queue.empty():
+                item = watcher.queue.get_nowait()
+                if item is None:
+                    return
+                await stream.send(*item)
+
+    # --- subresources ------------------------------------------------------------------
+    async def _subresource(self, request: web.Request, target: req.Target) -> web.StreamResponse:
+        from pocketkube.apiserver import subresources
+
+        return await subresources.handle(self, request, target)
+
+
+class _WatchStream:
+    """Writes watch events as newline-delimited JSON, converting objects as the client asked."""
+
+    def __init__(self, response: web.StreamResponse, info: ResourceInfo, accept: req.Accept,
+                 bookmarks: bool) -> None:
+        self.response = response
+        self.info = info
+        self.accept = accept
+        self.bookmarks = bookmarks
+        self._sent_columns = False
+
+    def _convert(self, obj: Obj) -> Obj:
+        served = from_storage(self.info, obj)
+        if self.accept.as_kind == "Table":
+            table = to_table(self.info, [served], list_meta={}, include_object=self.accept.include_object)
+            if self._sent_columns:
+                table["columnDefinitions"] = None
+            else:
+                self._sent_columns = True
+            return table
+        if self.accept.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return _partial_metadata(served)
+        return served
+
+    async def send(self, event_type: str, obj: Obj) -> None:
+        payload = obj if event_type == "ERROR" else self._convert(obj)
+        await self.response.write(orjson.dumps({"type": event_type, "object": payload}) + b"\n")
+
+    async def bookmark(self, revision: int, initial_end: bool = False) -> None:
+        meta: Obj = {"resourceVersion": str(revision)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": self.info.kind, "apiVersion": self.info.group_version, "metadata": meta}
+        if self.accept.as_kind == "Table":
+            obj = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(revision)},
+                   "columnDefinitions": None if self._sent_columns else column_definitions(self.info),
+                   "rows": []}
+            if initial_end:
+                obj["metadata"]["annotations"] = meta["annotations"]
+            self._sent_columns = True
+        await self.response.write(orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n")
+
+    async def finish(self) -> web.StreamResponse:
+        try:
+            await self.response.write_eof()
+        except ConnectionResetError:
+            pass
+        return self.response

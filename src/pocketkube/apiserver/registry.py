@@ -1,0 +1,409 @@
+"""The one generic registry: create/get/list/update/patch/delete for every resource.
+
+Per-kind behaviour comes from Strategy hooks (apiserver/strategies); storage is reached only here.
+Objects are plain dicts. The cache holds them in their stored version; `convert` turns them into the
+version a request is served in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from pocketkube.api import errors
+from pocketkube.api.errors import Cause, StatusError
+from pocketkube.api.kinds import ResourceInfo
+from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
+from pocketkube.apiserver.strategies import StrategySet
+from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
+from pocketkube.apiserver.strategy import Strategy
+from pocketkube.apiserver.watchcache import WatchCache, decode_kv
+from pocketkube.storage.interface import (
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    RevisionMismatchError,
+    Storage,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# Upstream's generateName alphabet: no vowels, no confusable characters.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_GENERATE_NAME_TRIES = 8
+_STANDARD_FINALIZERS = ("orphan", "foregroundDeletion")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def object_key(info: ResourceInfo, namespace: str, name: str) -> str:
+    if info.namespaced:
+        return f"{info.storage_prefix}{namespace}/{name}"
+    return f"{info.storage_prefix}{name}"
+
+
+def encode_for_storage(obj: Obj) -> bytes:
+    """resourceVersion lives in the store's revision, not in the value."""
+    meta = obj.get("metadata") or {}
+    if "resourceVersion" in meta or "selfLink" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k not in ("resourceVersion", "selfLink")}}
+    return orjson.dumps(obj)
+
+
+def deep_copy(obj: Obj) -> Obj:
+    return orjson.loads(orjson.dumps(obj))
+
+
+@dataclass
+class WriteOptions:
+    dry_run: bool = False
+    field_manager: str = ""
+
+
+@dataclass
+class DeleteOptions:
+    dry_run: bool = False
+    grace_period_seconds: int | None = None
+    propagation_policy: str | None = None
+    orphan_dependents: bool | None = None
+    precondition_uid: str | None = None
+    precondition_resource_version: str | None = None
+
+
+class Registry:
+    def __init__(self, storage: Storage, cache: WatchCache, strategies: StrategySet) -> None:
+        self.storage = storage
+        self.cache = cache
+        self.strategies = strategies
+
+    def strategy(self, info: ResourceInfo) -> Strategy:
+        return self.strategies.strategy_for(info)
+
+    # --- reads -----------------------------------------------------------------------
+    async def fresh(self) -> None:
+        """Make the cache reflect every acknowledged write before a consistent read."""
+        if not await self.cache.wait_fresh():
+            raise errors.timeout("the watch cache did not catch up with storage in time; try again")
+
+    def cached(self, info: ResourceInfo, namespace: str, name: str) -> Obj | None:
+        return self.cache.resource(info.storage_prefix).objects.get(object_key(info, namespace, name))
+
+    async def get(self, info: ResourceInfo, namespace: str, name: str, resource_version: str = "") -> Obj:
+        if resource_version not in ("", "0"):
+            await self._wait_not_older_than(resource_version)
+        elif resource_version == "":
+            await self.fresh()
+        obj = self.cached(info, namespace, name)
+        if obj is None:
+            raise errors.not_found(info.plural, name, info.group)
+        return from_storage(info, obj)
+
+    async def _wait_not_older_than(self, resource_version: str) -> None:
+        revision = parse_resource_version(resource_version)
+        if not await self.cache.wait_for(revision):
+            raise StatusError(504, "Timeout", f"Too large resource version: {revision}, current: "
+                              f"{self.cache.revision}",
+                              {"causes": [{"reason": "ResourceVersionTooLarge",
+                                           "message": "Too large resource version"}], "retryAfterSeconds": 1})
+
+    async def read_current(self, info: ResourceInfo, key: str) -> KeyValue | None:
+        return await self.storage.get(key)
+
+    # --- create ----------------------------------------------------------------------
+    async def create(self, info: ResourceInfo, namespace: str, obj: Obj, opts: WriteOptions) -> Obj:
+        strategy = self.strategy(info)
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        self._check_namespace_field(info, namespace, meta)
+        for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                      "resourceVersion", "selfLink", "generation"):
+            meta.pop(field, None)
+        strategy.default(obj)
+        strategy.prepare_for_create(obj)
+        generate = not meta.get("name") and bool(meta.get("generateName"))
+        if generate:
+            meta["name"] = self._generated_name(meta["generateName"])
+        causes = validate_object_meta(meta, info.namespaced, getattr(strategy, "name_validator",
+                                                                       "dns1123subdomain"))
+        causes += strategy.validate(obj)
+        if causes:
+            raise errors.invalid(info.kind, meta.get("name") or meta.get("generateName", ""), info.group, causes)
+        if info.namespaced:
+            await self._check_namespace_open(info, namespace, meta["name"])
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        if strategy.tracks_generation:
+            meta["generation"] = 1
+        await strategy.before_create(obj)
+        if opts.dry_run:
+            await strategy.rollback_create(obj)
+            return obj
+        stored = to_storage(info, obj)
+        for attempt in range(_GENERATE_NAME_TRIES):
+            key = object_key(info, namespace, meta["name"])
+            try:
+                kv = await self.storage.create(key, encode_for_storage(stored))
+                break
+            except KeyExistsError:
+                if not generate or attempt == _GENERATE_NAME_TRIES - 1:
+                    await strategy.rollback_create(obj)
+                    raise errors.already_exists(info.plural, meta["name"], info.group) from None
+                meta["name"] = self._generated_name(meta["generateName"])
+            except BaseException:
+                await strategy.rollback_create(obj)
+                raise
+        return from_storage(info, decode_kv(kv))
+
+    @staticmethod
+    def _generated_name(base: str) -> str:
+        return base[:58] + "".join(random.choice(_NAME_ALPHABET) for _ in range(5))
+
+    @staticmethod
+    def _check_namespace_field(info: ResourceInfo, namespace: str, meta: Obj) -> None:
+        if info.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and body_ns != namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the namespace "
+                                         "sent on the request")
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+
+    async def _check_namespace_open(self, info: ResourceInfo, namespace: str, name: str) -> None:
+        ns_info = self.strategies.catalog.resource("", "v1", "namespaces")
+        assert ns_info is not None
+        ns = self.cached(ns_info, "", namespace)
+        if ns is None:
+            await self.fresh()
+            ns = self.cached(ns_info, "", namespace)
+        if ns is None:
+            raise errors.not_found("namespaces", namespace)
+        if ns.get("metadata", {}).get("deletionTimestamp") or ns.get("status", {}).get("phase") == "Terminating":
+            what = f"{info.plural}.{info.group}" if info.group else info.plural
+            raise StatusError(403, "Forbidden", f'{what} "{name}" is forbidden: unable to create new content in '
+                              f"namespace {namespace} because it is being terminated",
+                              {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                           "message": f"namespace {namespace} is being terminated"}]})
+
+    # --- update ----------------------------------------------------------------------
+    async def update(self, info: ResourceInfo, namespace: str, name: str, obj: Obj, opts: WriteOptions,
+                     subresource: str = "") -> tuple[Obj, bool]:
+        """PUT. Returns (object, created)."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        if meta.get("name") and meta["name"] != name:
+            raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on "
+                                     f"the URL ({name})")
+        meta["name"] = name
+        self._check_namespace_field(info, namespace, meta)
+        key = object_key(info, namespace, name)
+        precondition = meta.get("resourceVersion") or ""
+        while True:
+            current = await self.read_current(info, key)
+            if current is None:
+                if subresource or not self.strategy(info).allow_create_on_update:
+                    raise errors.not_found(info.plural, name, info.group)
+                try:
+                    return await self.create(info, namespace, obj, opts), True
+                except StatusError as err:
+                    if err.reason == "AlreadyExists":
+                        continue
+                    raise
+            if precondition and precondition != str(current.mod_revision):
+                raise errors.stale_update(info.plural, name, info.group)
+            try:
+                return await self._update_from(info, current, deep_copy(obj), opts, subresource), False
+            except RevisionMismatchError:
+                if precondition:
+                    raise errors.stale_update(info.plural, name, info.group) from None
+
+    async def patch(self, info: ResourceInfo, namespace: str, name: str,
+                    apply_patch: Callable[[Obj], Obj], opts: WriteOptions, subresource: str = "") -> Obj:
+        """PATCH: `apply_patch` turns the current object (served version) into the new one."""
+        key = object_key(info, namespace, name)
+        while True:
+            current = await self.read_current(info, key)
+            if current is None:
+                raise errors.not_found(info.plural, name, info.group)
+            served = from_storage(info, decode_kv(current))
+            new = apply_patch(deep_copy(served))
+            if not isinstance(new, dict):
+                raise errors.bad_request("the patch did not produce an object")
+            new_meta = new.get("metadata")
+            if not isinstance(new_meta, dict):
+                new_meta = new["metadata"] = {}
+            precondition = new_meta.get("resourceVersion") or ""
+            # A patch that names a resourceVersion must match it; an unchanged one retries on conflict.
+            explicit = precondition != served["metadata"].get("resourceVersion")
+            if explicit and precondition and precondition != str(current.mod_revision):
+                raise errors.stale_update(info.plural, name, info.group)
+            if new_meta.get("name", name) != name:
+                raise errors.bad_request(f"the name of the object ({new_meta.get('name')}) does not match the "
+                                         f"name on the URL ({name})")
+            try:
+                return await self._update_from(info, current, new, opts, subresource)
+            except RevisionMismatchError:
+                if explicit and precondition:
+                    raise errors.stale_update(info.plural, name, info.group) from None
+
+    async def _update_from(self, info: ResourceInfo, current: KeyValue, new: Obj, opts: WriteOptions,
+                           subresource: str) -> Obj:
+        strategy = self.strategy(info)
+        old = from_storage(info, decode_kv(current))
+        meta = new.setdefault("metadata", {})
+        old_meta = old["metadata"]
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        if not meta.get("uid"):
+            meta["uid"] = old_meta.get("uid")
+        for field in ("creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+            if field in old_meta:
+                meta[field] = old_meta[field]
+            else:
+                meta.pop(field, None)
+        if info.namespaced:
+            meta["namespace"] = old_meta.get("namespace")
+        if subresource == "status":
+            strategy.prepare_for_status_update(new, old)
+            causes = strategy.validate_status_update(new, old)
+        elif subresource in ("binding", "finalize"):
+            causes = []  # the server built this change itself, to fields the main endpoint protects
+        else:
+            strategy.default(new)
+            strategy.prepare_for_update(new, old)
+            causes = validate_object_meta(meta, info.namespaced,
+                                          getattr(strategy, "name_validator", "dns1123subdomain"))
+            causes += validate_object_meta_update(meta, old_meta)
+            causes += strategy.validate_update(new, old)
+            if strategy.tracks_generation and strategy.spec_changed(new, old):
+                meta["generation"] = int(old_meta.get("generation") or 0) + 1
+        if old_meta.get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+            if added:
+                causes.append(Cause("metadata.finalizers", "Forbidden: no new finalizers can be added if the "
+                                    "object is being deleted, found new finalizers " + str(sorted(added)),
+                                    "FieldValueForbidden"))
+        if causes:
+            raise errors.invalid(info.kind, meta.get("name", ""), info.group, causes)
+        if new == old:
+            return old  # a no-op write keeps the resourceVersion, as upstream
+        await strategy.before_update(new, old)
+        if opts.dry_run:
+            return new
+        if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and not strategy.deletion_blocked(new):
+            deleted = await self.storage.delete(current.key, current.mod_revision)
+            await strategy.after_delete(new)
+            obj = from_storage(info, decode_kv(deleted))
+            return obj
+        kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
+                                       current.mod_revision)
+        await strategy.after_update(new, old)
+        return from_storage(info, decode_kv(kv))
+
+    # --- delete ----------------------------------------------------------------------
+    async def delete(self, info: ResourceInfo, namespace: str, name: str,
+                     opts: DeleteOptions) -> tuple[Obj, bool]:
+        """Returns (object, deleted now). An object held by finalizers or a grace period stays, marked."""
+        strategy = self.strategy(info)
+        key = object_key(info, namespace, name)
+        while True:
+            current = await self.read_current(info, key)
+            if current is None:
+                raise errors.not_found(info.plural, name, info.group)
+            obj = from_storage(info, decode_kv(current))
+            self._check_preconditions(info, obj, opts)
+            meta = obj["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            policy = opts.propagation_policy
+            if policy is None and opts.orphan_dependents is not None:
+                policy = "Orphan" if opts.orphan_dependents else "Background"
+            grace = strategy.grace_period(obj, opts.grace_period_seconds)
+            marked = self._mark_for_deletion(strategy, obj, finalizers, policy, grace)
+            if opts.dry_run:
+                return obj, not marked
+            try:
+                if marked:
+                    if obj == from_storage(info, decode_kv(current)):
+                        return obj, False
+                    kv = await self.storage.update(key, encode_for_storage(to_storage(info, obj)),
+                                                   current.mod_revision)
+                    return from_storage(info, decode_kv(kv)), False
+                deleted = await self.storage.delete(key, current.mod_revision)
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue
+            await strategy.after_delete(obj)
+            return from_storage(info, decode_kv(deleted)), True
+
+    @staticmethod
+    def _check_preconditions(info: ResourceInfo, obj: Obj, opts: DeleteOptions) -> None:
+        meta = obj["metadata"]
+        if opts.precondition_uid and opts.precondition_uid != meta.get("uid"):
+            raise errors.conflict(info.plural, meta["name"], info.group,
+                                  f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
+                                  f"UID in object meta: {meta.get('uid')}")
+        if opts.precondition_resource_version and opts.precondition_resource_version != meta.get("resourceVersion"):
+            raise errors.conflict(info.plural, meta["name"], info.group,
+                                  f"Precondition failed: ResourceVersion in precondition: "
+                                  f"{opts.precondition_resource_version}, ResourceVersion in object meta: "
+                                  f"{meta.get('resourceVersion')}")
+
+    @staticmethod
+    def _mark_for_deletion(strategy: Strategy, obj: Obj, finalizers: list[str], policy: str | None,
+                           grace: int) -> bool:
+        """Record a deletion that must wait; False when the object can go right away."""
+        meta = obj["metadata"]
+        if policy == "Orphan" and "orphan" not in finalizers:
+            finalizers = [f for f in finalizers if f != "foregroundDeletion"] + ["orphan"]
+        elif policy == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers = [f for f in finalizers if f != "orphan"] + ["foregroundDeletion"]
+        elif policy == "Background":
+            finalizers = [f for f in finalizers if f not in _STANDARD_FINALIZERS]
+        # Propagation finalizers only matter for an object that has dependents to care about;
+        # recording them on a plain delete would hold it until the garbage collector runs.
+        if not finalizers and not strategy.deletion_blocked(obj) and grace == 0:
+            return False
+        if finalizers != list(meta.get("finalizers") or []):
+            meta["finalizers"] = finalizers
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = (datetime.now(UTC) + timedelta(seconds=grace)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            meta["deletionGracePeriodSeconds"] = grace
+        elif grace < int(meta.get("deletionGracePeriodSeconds") or 0):
+            meta["deletionGracePeriodSeconds"] = grace
+        strategy.prepare_for_delete(obj)
+        return True
+
+
+def parse_resource_version(value: str) -> int:
+    try:
+        revision = int(value)
+    except ValueError:
+        raise errors.bad_request(f"invalid resource version: {value}") from None
+    if revision < 0:
+        raise errors.bad_request(f"invalid resource version: {value}")
+    return revision
+
+
+async def gather_ignore_missing(coros: list[Any]) -> list[Any]:
+    """Run deletions together; objects that vanished meanwhile are not errors."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    out = []
+    for result in results:
+        if isinstance(result, StatusError) and result.code == 404:
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        out.append(result)
+    return out

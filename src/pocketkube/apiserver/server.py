@@ -1,0 +1,307 @@
+"""The API server process: TLS listener, authentication, routes, storage, watch cache and start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pocketkube import KUBERNETES_VERSION, __version__
+from pocketkube.api import errors
+from pocketkube.api.kinds import ResourceCatalog
+from pocketkube.apiserver import discovery, openapi
+from pocketkube.apiserver.authn import Authenticator
+from pocketkube.apiserver.bootstrap import bootstrap_cluster
+from pocketkube.apiserver.handlers import ResourceHandler, json_response
+from pocketkube.apiserver.pki import ensure_pki, kubeconfig_path, write_kubeconfig
+from pocketkube.apiserver.registry import Registry
+from pocketkube.apiserver.strategies import build_strategies
+from pocketkube.apiserver.watchcache import WatchCache
+from pocketkube.storage.interface import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+# Paths that answer without credentials, as upstream's system:public-info-viewer allows.
+_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz")
+_AGGREGATED_DISCOVERY = "apidiscovery.k8s.io"
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("/var/lib/pocketkube")
+    bind_address: str = "127.0.0.1"
+    https_port: int = 6443
+    datastore_endpoint: str = ""
+    tls_sans: list[str] = field(default_factory=list)
+    write_kubeconfig: Path | None = None
+    service_cidr: str = "10.43.0.0/16"
+    cluster_cidr: str = "10.42.0.0/16"
+    # Seconds between compactions; each compacts to the revision seen at the previous one (as upstream).
+    compaction_interval: float = 300.0
+
+    @property
+    def endpoint(self) -> str:
+        return self.datastore_endpoint or f"sqlite://{self.data_dir / 'db' / 'state.db'}"
+
+    @property
+    def client_host(self) -> str:
+        return "127.0.0.1" if self.bind_address in ("0.0.0.0", "::", "") else self.bind_address
+
+
+def version_info() -> dict[str, str]:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return {
+        "major": major, "minor": minor,
+        "emulationMajor": major, "emulationMinor": minor,
+        "minCompatibilityMajor": major, "minCompatibilityMinor": str(int(minor) - 1),
+        "gitVersion": f"{KUBERNETES_VERSION}+pocketkube", "gitCommit": f"pocketkube-{__version__}",
+        "gitTreeState": "clean", "buildDate": "2026-11-22T00:00:00Z",
+        "goVersion": f"python{platform.python_version()}", "compiler": "cpython",
+        "platform": f"linux/{machine}",
+    }
+
+
+def _wants_aggregated(request: web.Request) -> str | None:
+    """The apidiscovery version asked for in Accept (v2 or v2beta1), if any."""
+    for media_range in request.headers.get("Accept", "").split(","):
+        params = dict(p.strip().split("=", 1) for p in media_range.split(";")[1:] if "=" in p)
+        if params.get("g") == _AGGREGATED_DISCOVERY and params.get("as") == "APIGroupDiscoveryList":
+            if params.get("v") in ("v2", "v2beta1"):
+                return params["v"]
+    return None
+
+
+class APIServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.catalog = ResourceCatalog()
+        self.storage: Storage | None = None
+        self.cache: WatchCache | None = None
+        self.registry: Registry | None = None
+        self.ready = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.url = f"https://{config.client_host}:{config.https_port}"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
+                                      service_cidr=config.service_cidr)
+        self.authenticator = Authenticator(pki.ca_cert, pki.token_file)
+        self.storage = open_storage(config.endpoint)
+        await self.storage.start()
+        self.cache = WatchCache(self.storage)
+        await self.cache.start()
+        strategies = build_strategies(self.catalog, service_cidr=config.service_cidr)
+        self.registry = Registry(self.storage, self.cache, strategies)
+        await strategies.load_existing(self.registry)
+        self.handler = ResourceHandler(self.catalog, self.registry)
+
+        app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
+                              client_max_size=4 * 1024 * 1024)
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.bind_address, config.https_port, ssl_context=pki.ssl_context(),
+                           reuse_address=True, backlog=1024)
+        await site.start()
+
+        await bootstrap_cluster(self.registry, self.catalog, service_cidr=config.service_cidr,
+                                advertise_address=config.client_host, port=config.https_port)
+        for path in (kubeconfig_path(config.data_dir), config.write_kubeconfig):
+            if path is not None:
+                await asyncio.to_thread(write_kubeconfig, path, server_url=self.url, pki=pki)
+        self._tasks.append(asyncio.create_task(self._compactor(), name="compactor"))
+        self.ready.set()
+
+    async def stop(self) -> None:
+        self.ready.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.cache is not None:
+            await self.cache.close()
+        if self.storage is not None:
+            await self.storage.close()
+
+    async def _compactor(self) -> None:
+        """Every interval, forget history older than the revision seen one interval ago."""
+        assert self.storage is not None and self.cache is not None
+        previous = await self.storage.current_revision()
+        while True:
+            await asyncio.sleep(self.config.compaction_interval)
+            try:
+                if previous > self.storage.compacted_revision:
+                    await self.storage.compact(previous)
+                    self.cache.forget_before(previous)
+                previous = await self.storage.current_revision()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("compaction failed")
+
+    # --- middleware --------------------------------------------------------------------
+    @web.middleware
+    async def _errors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.StatusError as err:
+            response = json_response(err.to_status(), err.code)
+            for name, value in err.headers.items():
+                response.headers[name] = value
+            return response
+        except web.HTTPNotFound:
+            return json_response(errors.StatusError(404, "NotFound", "the server could not find the requested "
+                                                    "resource").to_status(), 404)
+        except web.HTTPMethodNotAllowed:
+            return json_response(errors.method_not_allowed("the server does not allow this method on the "
+                                                           "requested resource").to_status(), 405)
+        except web.HTTPRequestEntityTooLarge:
+            return json_response(errors.too_large().to_status(), 413)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as err:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return json_response(errors.internal(f"{type(err).__name__}: {err}").to_status(), 500)
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(_PUBLIC_PATHS):
+            return await handler(request)
+        peercert = request.transport.get_extra_info("peercert") if request.transport else None
+        user = self.authenticator.authenticate(peercert, request.headers.get("Authorization"))
+        if user is None:
+            raise errors.unauthorized()
+        request["user"] = user
+        return await handler(request)
+
+    # --- routes ------------------------------------------------------------------------
+    def _routes(self, app: web.Application) -> None:
+        def get(path: str, fn: Any) -> None:
+            app.router.add_get(path, fn)
+            if path != "/":
+                app.router.add_get(path + "/", fn)
+
+        get("/version", self._version)
+        for probe in ("/healthz", "/livez", "/readyz"):
+            get(probe, self._health)
+            app.router.add_get(probe + "/{check:.+}", self._health)
+        get("/api", self._api)
+        get("/api/v1", self._api_v1)
+        get("/apis", self._apis)
+        get("/apis/{group}", self._api_group)
+        get("/apis/{group}/{version}", self._api_group_version)
+        get("/openapi/v2", self._openapi_v2)
+        get("/openapi/v3", self._openapi_v3_index)
+        app.router.add_get("/openapi/v3/{path:.+}", self._openapi_v3)
+        app.router.add_route("*", "/api/v1/{tail:.+}", self._core_resource)
+        app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._group_resource)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return json_response(version_info(), pretty=True)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if not self.ready.is_set():
+            return web.Response(status=500, text="[-]poststarthook/bootstrap failed: not finished\n"
+                                "healthz check failed", content_type="text/plain")
+        if "verbose" in request.query:
+            return web.Response(text="[+]ping ok\n[+]etcd ok\n[+]poststarthook/bootstrap ok\n"
+                                f"{request.path.strip('/').split('/')[0]} check passed\n",
+                                content_type="text/plain")
+        return web.Response(text="ok", content_type="text/plain")
+
+    def _discovery_response(self, body: dict[str, Any], aggregated: str | None) -> web.Response:
+        response = web.Response(body=orjson.dumps(body))
+        if aggregated:
+            response.headers["Content-Type"] = (f"application/json;g={_AGGREGATED_DISCOVERY};v={aggregated};"
+                                                f"as=APIGroupDiscoveryList")
+        else:
+            response.headers["Content-Type"] = "application/json"
+        response.headers["Vary"] = "Accept"
+        return response
+
+    async def _api(self, request: web.Request) -> web.Response:
+        aggregated = _wants_aggregated(request)
+        if aggregated:
+            body = discovery.aggregated_discovery(self.catalog, True, f"{_AGGREGATED_DISCOVERY}/{aggregated}")
+        else:
+            body = discovery.api_versions(f"{self.config.client_host}:{self.config.https_port}")
+        return self._discovery_response(body, aggregated)
+
+    async def _apis(self, request: web.Request) -> web.Response:
+        aggregated = _wants_aggregated(request)
+        if aggregated:
+            body = discovery.aggregated_discovery(self.catalog, False, f"{_AGGREGATED_DISCOVERY}/{aggregated}")
+        else:
+            body = discovery.api_group_list(self.catalog)
+        return self._discovery_response(body, aggregated)
+
+    async def _api_v1(self, request: web.Request) -> web.Response:
+        body = discovery.api_resource_list(self.catalog, "", "v1")
+        assert body is not None
+        return self._discovery_response(body, None)
+
+    async def _api_group(self, request: web.Request) -> web.Response:
+        body = discovery.api_group(self.catalog, request.match_info["group"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return self._discovery_response(body, None)
+
+    async def _api_group_version(self, request: web.Request) -> web.Response:
+        body = discovery.api_resource_list(self.catalog, request.match_info["group"],
+                                           request.match_info["version"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return self._discovery_response(body, None)
+
+    async def _openapi_v2(self, request: web.Request) -> web.Response:
+        if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
+            raise errors.not_acceptable("only application/json is served for /openapi/v2")
+        body = await asyncio.to_thread(openapi.openapi_v2, self.catalog)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _openapi_v3_index(self, request: web.Request) -> web.Response:
+        return json_response(await asyncio.to_thread(openapi.openapi_v3_index, self.catalog))
+
+    async def _openapi_v3(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(openapi.openapi_v3_document, self.catalog, request.match_info["path"])
+        if body is None:
+            raise web.HTTPNotFound()
+        response = web.Response(body=body, content_type="application/json")
+        if "hash" in request.query:
+            response.headers["Cache-Control"] = "public, immutable"
+        return response
+
+    async def _core_resource(self, request: web.Request) -> web.StreamResponse:
+        return await self.handler.handle(request, "", "v1", request.match_info["tail"])
+
+    async def _group_resource(self, request: web.Request) -> web.StreamResponse:
+        return await self.handler.handle(request, request.match_info["group"], request.match_info["version"],
+                                         request.match_info["tail"])
+
+
+async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
+    """Run until `stop` is set; log one line once /readyz answers 200."""
+    server = APIServer(config)
+    try:
+        await server.start()
+        log.info("pocketkube API server ready at %s (kubeconfig %s, datastore %s)", server.url,
+                 kubeconfig_path(config.data_dir), config.endpoint.split("://")[0])
+        await stop.wait()
+    finally:
+        await server.stop()

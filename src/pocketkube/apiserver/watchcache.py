@@ -1,0 +1,253 @@
+"""The API server's watch cache: every stored object in memory, kept current by one storage watch.
+
+LISTs, GETs and watches are served from here, so that many clients do not each hit the store.
+A consistent read first waits until the cache has seen the store's current revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pocketkube.storage.interface import CompactedError, Event, KeyValue, Storage
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+ObjectFilter = Callable[[Obj], bool]
+
+ROOT_PREFIX = "/registry/"
+# Events kept per resource for watches that resume from a resourceVersion.
+HISTORY_PER_RESOURCE = 10_000
+# A watcher that falls this far behind is closed; its client re-lists, as with upstream's cacher.
+WATCHER_QUEUE_LIMIT = 50_000
+
+
+def decode_kv(kv: KeyValue) -> Obj:
+    """A stored value as an object carrying its resourceVersion."""
+    obj = orjson.loads(kv.value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    return obj
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    type: str  # ADDED, MODIFIED, DELETED
+    revision: int
+    obj: Obj
+    prev: Obj | None
+
+
+class TooOldError(Exception):
+    """The cache no longer holds the history a watch asked for (the API answers 410)."""
+
+    def __init__(self, requested: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+
+
+@dataclass(eq=False)
+class CacheWatcher:
+    """One client watch: a queue of (type, object) already filtered for that client."""
+
+    key_prefix: str
+    matches: ObjectFilter
+    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    def offer(self, event: CacheEvent) -> None:
+        if self.overflowed:
+            return
+        kind = self._translate(event)
+        if kind is None:
+            return
+        if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
+            self.overflowed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(kind)
+
+    def _translate(self, event: CacheEvent) -> tuple[str, Obj] | None:
+        """Selector-aware event type: an object that stops matching is DELETED for this watcher."""
+        now = event.type != "DELETED" and self.matches(event.obj)
+        before = event.prev is not None and self.matches(event.prev)
+        if event.type == "DELETED":
+            return ("DELETED", event.obj) if before or self.matches(event.obj) else None
+        if now and before:
+            return ("MODIFIED", event.obj)
+        if now:
+            return ("ADDED", event.obj)
+        if before:
+            prev = dict(event.prev or {})
+            prev["metadata"] = {**prev.get("metadata", {}), "resourceVersion": str(event.revision)}
+            return ("DELETED", prev)
+        return None
+
+
+class ResourceCache:
+    """The objects and recent history under one storage prefix (one resource)."""
+
+    def __init__(self, prefix: str, start_revision: int) -> None:
+        self.prefix = prefix
+        self.objects: dict[str, Obj] = {}
+        self._sorted_keys: list[str] | None = None
+        self.history: deque[CacheEvent] = deque(maxlen=HISTORY_PER_RESOURCE)
+        # Events at or below this revision may be missing from `history`.
+        self.oldest_revision = start_revision
+        self.watchers: set[CacheWatcher] = set()
+
+    def apply(self, event: CacheEvent, key: str) -> None:
+        if event.type == "DELETED":
+            self.objects.pop(key, None)
+            self._sorted_keys = None
+        else:
+            if key not in self.objects:
+                self._sorted_keys = None
+            self.objects[key] = event.obj
+        if len(self.history) == self.history.maxlen:
+            self.oldest_revision = self.history[0].revision
+        self.history.append(event)
+        for watcher in list(self.watchers):
+            if key.startswith(watcher.key_prefix):
+                watcher.offer(event)
+
+    def sorted_keys(self) -> list[str]:
+        if self._sorted_keys is None:
+            self._sorted_keys = sorted(self.objects)
+        return self._sorted_keys
+
+    def items(self, key_prefix: str) -> list[Obj]:
+        """Objects whose key starts with key_prefix, in key order."""
+        keys = self.sorted_keys()
+        if key_prefix == self.prefix:
+            return [self.objects[k] for k in keys]
+        start = bisect.bisect_left(keys, key_prefix)
+        out = []
+        for k in keys[start:]:
+            if not k.startswith(key_prefix):
+                break
+            out.append(self.objects[k])
+        return out
+
+    def events_since(self, revision: int) -> list[CacheEvent]:
+        """Events newer than `revision`; TooOldError if they are no longer all held."""
+        if revision < self.oldest_revision:
+            raise TooOldError(revision, self.oldest_revision)
+        return [e for e in self.history if e.revision > revision]
+
+    def forget_before(self, revision: int) -> None:
+        """Storage compacted: resuming from an older revision must now answer 410, as upstream."""
+        while self.history and self.history[0].revision < revision:
+            self.history.popleft()
+        self.oldest_revision = max(self.oldest_revision, revision)
+
+
+class WatchCache:
+    """All resources' caches, fed by a single storage watch over /registry/."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.revision = 0
+        self._resources: dict[str, ResourceCache] = {}
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._start_revision = 0
+        self.ready = asyncio.Event()
+
+    def resource(self, prefix: str) -> ResourceCache:
+        cache = self._resources.get(prefix)
+        if cache is None:
+            cache = self._resources[prefix] = ResourceCache(prefix, self._start_revision)
+        return cache
+
+    @staticmethod
+    def _split(key: str) -> str:
+        """The resource prefix of a key: /registry/<group>/<resource>/."""
+        parts = key.split("/", 4)
+        return "/".join(parts[:4]) + "/"
+
+    async def start(self) -> None:
+        await self._fill()
+        self._task = asyncio.create_task(self._run(), name="watch-cache")
+
+    async def _fill(self) -> None:
+        listing = await self.storage.list(ROOT_PREFIX)
+        self._resources.clear()
+        self._start_revision = listing.revision
+        for kv in listing.items:
+            self.resource(self._split(kv.key)).objects[kv.key] = decode_kv(kv)
+        self.revision = listing.revision
+        self.ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for event in self.storage.watch(ROOT_PREFIX, self.revision + 1):
+                    self._dispatch(event)
+                    if event.kv.mod_revision > self.revision:
+                        await self._advance(event.kv.mod_revision)
+            except asyncio.CancelledError:
+                raise
+            except CompactedError:
+                # We fell behind compaction: rebuild from a fresh list; watchers must re-list.
+                log.warning("watch cache fell behind compaction; refilling")
+                self._close_all_watchers()
+                await self._fill()
+            except Exception:
+                log.exception("watch cache storage watch failed; resuming")
+                await asyncio.sleep(0.5)
+
+    def _dispatch(self, event: Event) -> None:
+        kv = event.kv
+        obj = decode_kv(kv)
+        prev = decode_kv(event.prev_kv) if event.prev_kv is not None else None
+        cache = self.resource(self._split(kv.key))
+        if prev is None and event.type != "ADDED":
+            prev = cache.objects.get(kv.key)
+        cache.apply(CacheEvent(event.type, kv.mod_revision, obj, prev), kv.key)
+
+    async def _advance(self, revision: int) -> None:
+        async with self._progress:
+            self.revision = revision
+            self._progress.notify_all()
+
+    async def wait_for(self, revision: int, timeout: float = 3.0) -> bool:
+        """Wait until the cache has seen `revision`; False on timeout."""
+        if self.revision >= revision:
+            return True
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self.revision >= revision), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def wait_fresh(self, timeout: float = 3.0) -> bool:
+        """Wait until the cache reflects every write acknowledged so far (a consistent read)."""
+        return await self.wait_for(await self.storage.current_revision(), timeout)
+
+    def forget_before(self, revision: int) -> None:
+        for cache in self._resources.values():
+            cache.forget_before(revision)
+
+    def _close_all_watchers(self) -> None:
+        for cache in self._resources.values():
+            for watcher in cache.watchers:
+                watcher.overflowed = True
+                watcher.queue.put_nowait(None)
+            cache.watchers.clear()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._close_all_watchers()

@@ -1,0 +1,30 @@
+"""Integration fixtures: one real server per backend for the whole session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from etcd_fixture import running_etcd
+
+from cluster import Cluster, new_cluster
+
+
+@pytest.fixture(scope="session", params=["sqlite", "etcd"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A running pocketkube server on the embedded SQLite store or on a real etcd."""
+    if request.param == "etcd":
+        with running_etcd() as url:
+            yield from _run(new_cluster(url))
+    else:
+        yield from _run(new_cluster())
+
+
+def _run(cluster: Cluster) -> Iterator[Cluster]:
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
