@@ -2,13 +2,17 @@
 DATA_DIR ?= /var/lib/pocketkube
 PYTEST_ARGS ?=
 
-.PHONY: deps up test lint bench clean
+.PHONY: deps up down test lint bench clean
 
 deps:
 	@scripts/install-deps.sh
 
 up: deps
 	@scripts/up.sh "$(DATA_DIR)"
+
+down:
+	@if [ -f "$(DATA_DIR)/server.pid" ] && kill "$$(cat $(DATA_DIR)/server.pid)" 2>/dev/null; then \
+		echo "pocketkube stopped"; rm -f "$(DATA_DIR)/server.pid"; else echo "pocketkube is not running"; fi
 
 test: deps
 	.venv/bin/ruff check src tests benchmarks
