@@ -125,11 +125,10 @@ class ResourceHandler:
         try:
             result = decode_object(info.definition, obj)
         except DecodeError as err:
-            raise errors.bad_request(str(err)) from None
-        unknown = [f'unknown field "{path}"' for path in result.unknown_fields]
-        if unknown and validation == "Strict":
-            raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
-        return result.obj, unknown if validation == "Warn" else []
+            raise err.to_status(info.kind, info.version) from None
+        if result.unknown_fields and validation == "Strict":
+            raise result.strict_error(info.kind, info.version)
+        return result.obj, result.warnings() if validation == "Warn" else []
 
     async def _object_body(self, request: web.Request, info: ResourceInfo) -> tuple[Obj, list[str]]:
         body = await req.read_body(request)
