@@ -117,6 +117,10 @@ class Cluster:
         finally:
             conn.close()
 
+    def create(self, manifest: str) -> str:
+        """`kubectl create -f -` of a YAML/JSON manifest (JSON bodies, unlike kubectl's generators)."""
+        return self.kubectl("create", "-f", "-", input=manifest).stdout
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         binary = find_kubectl()
@@ -128,6 +132,11 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"
                                  f"{result.stderr}")
         return result
+
+
+def configmap_yaml(name: str, namespace: str, data: dict[str, str] | None = None) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                       "data": data or {"a": "1"}})
 
 
 def new_cluster(datastore: str = "", extra_args: list[str] | None = None) -> Cluster:

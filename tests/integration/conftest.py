@@ -6,9 +6,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from etcd_fixture import running_etcd
-
 from cluster import Cluster, new_cluster
+
+from etcd_fixture import running_etcd
 
 
 @pytest.fixture(scope="session", params=["sqlite", "etcd"])

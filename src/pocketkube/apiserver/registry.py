@@ -300,15 +300,20 @@ class Registry:
         if new == old:
             return old  # a no-op write keeps the resourceVersion, as upstream
         await strategy.before_update(new, old)
-        if opts.dry_run:
-            return new
-        if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and not strategy.deletion_blocked(new):
-            deleted = await self.storage.delete(current.key, current.mod_revision)
-            await strategy.after_delete(new)
-            obj = from_storage(info, decode_kv(deleted))
-            return obj
-        kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
-                                       current.mod_revision)
+        try:
+            if opts.dry_run:
+                await strategy.rollback_update(new, old)
+                return new
+            if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
+                    not strategy.deletion_blocked(new):
+                deleted = await self.storage.delete(current.key, current.mod_revision)
+                await strategy.after_delete(new)
+                return from_storage(info, decode_kv(deleted))
+            kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
+                                           current.mod_revision)
+        except BaseException:
+            await strategy.rollback_update(new, old)
+            raise
         await strategy.after_update(new, old)
         return from_storage(info, decode_kv(kv))
 

@@ -103,7 +103,10 @@ class APIServer:
         await self.cache.start()
         strategies = build_strategies(self.catalog, service_cidr=config.service_cidr)
         self.registry = Registry(self.storage, self.cache, strategies)
-        await strategies.load_existing(self.registry)
+        services = self.catalog.resource("", "v1", "services")
+        assert services is not None
+        await strategies.load_existing(
+            {"Service": list(self.cache.resource(services.storage_prefix).objects.values())})
         self.handler = ResourceHandler(self.catalog, self.registry)
 
         app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],

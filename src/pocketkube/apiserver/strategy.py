@@ -91,6 +91,9 @@ class Strategy:
     async def before_update(self, new: Obj, old: Obj) -> None:
         """Last step before storing an update (e.g. allocate a nodePort for a changed Service type)."""
 
+    async def rollback_update(self, new: Obj, old: Obj) -> None:
+        """Undo before_update when the write failed."""
+
     async def after_update(self, new: Obj, old: Obj) -> None:
         """After an update is stored (release what the old object held and the new one does not)."""
 

@@ -1,0 +1,163 @@
+"""Pods (pkg/registry/core/pod/strategy.go, SetDefaults_Pod, and the admission plugins whose effect every
+cluster shows: ServiceAccount's default account, DefaultTolerationSeconds, Priority)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from pocketkube.api import validation as v
+from pocketkube.api.errors import Cause
+from pocketkube.apiserver.strategy import FieldGetter, Obj, Strategy
+
+from . import _fields as f
+from . import podspec
+
+# Priority admission: the built-in classes, and the value a pod without a class gets.
+SYSTEM_PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
+DEFAULT_TOLERATION_SECONDS = 300
+_NOT_READY = "node.kubernetes.io/not-ready"
+_UNREACHABLE = "node.kubernetes.io/unreachable"
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _get(obj: Obj, *path: str) -> Any:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _str_getter(*path: str) -> FieldGetter:
+    def getter(obj: Obj) -> str:
+        value = _get(obj, *path)
+        return "" if value is None else str(value)
+    return getter
+
+
+def qos_class(spec: Obj) -> str:
+    """qos.GetPodQOS: Guaranteed when every container has equal cpu+memory requests and limits,
+    BestEffort when none has any, Burstable otherwise. Pod-level resources, when set, decide alone."""
+    pod_resources = spec.get("resources")
+    if isinstance(pod_resources, dict) and (pod_resources.get("requests") or pod_resources.get("limits")):
+        sets = [pod_resources]
+    else:
+        sets = [(c or {}).get("resources") or {} for kind in ("initContainers", "containers")
+                for c in spec.get(kind) or []]
+    requests: dict[str, Fraction] = {}
+    limits: dict[str, Fraction] = {}
+    guaranteed = True
+    for res in sets:
+        found_limits: set[str] = set()
+        for name, raw in (res.get("requests") or {}).items():
+            qty = f.parse_quantity_value(raw)
+            if name in _QOS_RESOURCES and qty is not None and qty != 0:
+                requests[name] = requests.get(name, Fraction(0)) + qty
+        for name, raw in (res.get("limits") or {}).items():
+            qty = f.parse_quantity_value(raw)
+            if name in _QOS_RESOURCES and qty is not None and qty != 0:
+                found_limits.add(name)
+                limits[name] = limits.get(name, Fraction(0)) + qty
+        if not set(_QOS_RESOURCES) <= found_limits:
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and all(requests.get(name) == limits.get(name) for name in set(requests) | set(limits)):
+        return "Guaranteed"
+    return "Burstable"
+
+
+class PodStrategy(Strategy):
+    tracks_generation = True
+    return_deleted_object = True
+    name_validator = "dns1123subdomain"
+
+    def field_getters(self) -> dict[str, FieldGetter]:
+        getters = super().field_getters()
+        for field in ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                      "status.phase", "status.podIP", "status.nominatedNodeName"):
+            getters[field] = _str_getter(*field.split("."))
+        getters["spec.hostNetwork"] = lambda obj: "true" if _get(obj, "spec", "hostNetwork") else "false"
+        # status.podIPs matches any of the pod's IPs; the registry compares against this one string,
+        # so expose the primary IP as upstream's PodToSelectableFields does (only the first is indexed).
+        getters["status.podIPs"] = lambda obj: str(((_get(obj, "status", "podIPs") or [{}])[0] or {}).get("ip", ""))
+        return getters
+
+    def default(self, obj: Obj) -> None:
+        spec = obj.setdefault("spec", {})
+        if not isinstance(spec, dict):
+            return
+        podspec.default_pod_spec(spec)
+        # SetDefaults_Pod: requests default to limits, container by container.
+        for kind in ("containers", "initContainers"):
+            for c in spec.get(kind) or []:
+                resources = (c or {}).get("resources") or {}
+                if resources.get("limits"):
+                    requests = resources.setdefault("requests", {})
+                    for name, value in resources["limits"].items():
+                        requests.setdefault(name, value)
+        if spec.get("enableServiceLinks") is None:
+            spec["enableServiceLinks"] = True
+        if spec.get("hostNetwork"):
+            for kind in ("containers", "initContainers"):
+                for c in spec.get(kind) or []:
+                    for port in (c or {}).get("ports") or []:
+                        if not port.get("hostPort") and port.get("containerPort"):
+                            port["hostPort"] = port["containerPort"]
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        self._admit(spec)
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
+
+    @staticmethod
+    def _admit(spec: Obj) -> None:
+        """What the default admission chain adds to every new pod."""
+        # ServiceAccount admission.
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        spec["serviceAccountName"] = account
+        spec["serviceAccount"] = account
+        # DefaultTolerationSeconds admission: tolerate not-ready/unreachable nodes for 5 minutes.
+        tolerations = spec.get("tolerations") or []
+        for key in (_NOT_READY, _UNREACHABLE):
+            if not any((t or {}).get("key") == key and (t or {}).get("effect") in ("NoExecute", "", None)
+                       for t in tolerations):
+                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                    "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
+        spec["tolerations"] = tolerations
+        # Priority admission, for the classes that always exist; other classes are resolved by admission.
+        class_name = spec.get("priorityClassName") or ""
+        if spec.get("priority") is None and (not class_name or class_name in SYSTEM_PRIORITY_CLASSES):
+            spec["priority"] = SYSTEM_PRIORITY_CLASSES.get(class_name, 0)
+        if not spec.get("preemptionPolicy") and (not class_name or class_name in SYSTEM_PRIORITY_CLASSES):
+            spec["preemptionPolicy"] = "PreemptLowerPriority"
+
+    def validate(self, obj: Obj) -> list[Cause]:
+        spec = obj.get("spec")
+        errs = podspec.validate_pod_spec(spec, "spec")
+        if isinstance(spec, dict) and spec.get("ephemeralContainers"):
+            errs.append(v.forbidden("spec.ephemeralContainers", "cannot be set on create"))
+        return errs
+
+    def validate_update(self, new: Obj, old: Obj) -> list[Cause]:
+        errs = podspec.validate_pod_spec(new.get("spec"), "spec")
+        if isinstance(new.get("spec"), dict) and isinstance(old.get("spec"), dict):
+            errs += podspec.validate_pod_spec_update(new["spec"], old["spec"])
+        return errs
+
+    def grace_period(self, obj: Obj, requested: int | None) -> int:
+        """A pod never scheduled, or already finished, goes at once; otherwise the kubelet gets the grace."""
+        spec = obj.get("spec") or {}
+        phase = (obj.get("status") or {}).get("phase")
+        if not spec.get("nodeName") or phase in ("Failed", "Succeeded"):
+            return 0
+        if requested is not None:
+            return max(requested, 0)
+        grace = spec.get("terminationGracePeriodSeconds")
+        if isinstance(grace, int) and not isinstance(grace, bool):
+            # A negative grace in the spec is read as the minimum, 1 second (upstream's
+            # "delete with a negative value" handling).
+            return grace if grace >= 0 else 1
+        return 0

@@ -1,0 +1,286 @@
+"""The real kubectl 1.37 against a real pocketkube server, on both storage backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import yaml
+from cluster import Cluster, configmap_yaml
+
+from pocketkube.cli.kubectl import find_kubectl
+
+MANIFEST = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: {ns}
+  labels: {{app: web, tier: config}}
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: {ns}
+stringData:
+  password: s3cret
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web, tier: frontend}}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web, tier: frontend}}
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 80
+"""
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata: {{labels: {{app: app}}}}
+    spec:
+      containers: [{{name: busybox, image: "busybox:1.36"}}]
+"""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def ns(cluster: Cluster) -> str:
+    name = unique("t")
+    cluster.create(f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {name}}}}}")
+    return name
+
+
+def test_cluster_info_version_and_api_resources(cluster: Cluster) -> None:
+    info = cluster.kubectl("cluster-info").stdout
+    assert "Kubernetes control plane is running at https://127.0.0.1:" in info
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"].startswith("v1.37.")
+    resources = cluster.kubectl("api-resources").stdout
+    for line in ("deployments  ", "deploy", "apps/v1", "horizontalpodautoscalers", "hpa"):
+        assert line in resources
+    assert any(row.split()[:2] == ["pods", "po"] for row in resources.splitlines())
+    namespaced = cluster.kubectl("api-resources", "--namespaced=false", "-o", "name").stdout.split()
+    assert "nodes" in namespaced and "pods" not in namespaced
+
+
+def test_system_namespaces_and_kubernetes_service(cluster: Cluster) -> None:
+    names = cluster.kubectl("get", "namespaces", "-o", "name").stdout.split()
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        assert f"namespace/{ns}" in names
+    svc = json.loads(cluster.kubectl("get", "service", "kubernetes", "-o", "json").stdout)
+    assert svc["spec"]["clusterIP"] == "10.43.0.1"
+    assert svc["spec"]["ports"][0]["port"] == 443
+    endpoints = json.loads(cluster.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)
+    assert endpoints["subsets"][0]["ports"][0]["port"] == cluster.port
+
+
+def test_create_get_describe_delete_multi_document_file(cluster: Cluster, tmp_path) -> None:
+    ns = unique("m")
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(MANIFEST.format(ns=ns))
+    out = cluster.kubectl("create", "-f", str(manifest)).stdout
+    for line in (f"namespace/{ns} created", "configmap/settings created", "secret/creds created",
+                 "deployment.apps/web created", "service/web created"):
+        assert line in out
+
+    table = cluster.kubectl("get", "deployments", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert table[1].split()[:2] == ["web", "0/2"]
+    wide = cluster.kubectl("get", "deployment", "web", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    assert "nginx:1.27" in wide[1] and "app=web" in wide[1]
+
+    svc = cluster.kubectl("get", "svc", "web", "-n", ns).stdout.splitlines()
+    assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    cells = svc[1].split()
+    assert cells[1] == "ClusterIP" and cells[2].startswith("10.43.") and cells[4] == "80/TCP"
+
+    secret = json.loads(cluster.kubectl("get", "secret", "creds", "-n", ns, "-o", "json").stdout)
+    assert secret["data"]["password"] == "czNjcmV0" and "stringData" not in secret
+    assert secret["type"] == "Opaque"
+    as_yaml = yaml.safe_load(cluster.kubectl("get", "configmap", "settings", "-n", ns, "-o", "yaml").stdout)
+    assert as_yaml["data"] == {"greeting": "hello"}
+    jsonpath = cluster.kubectl("get", "deploy", "web", "-n", ns, "-o",
+                               "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert jsonpath == "nginx:1.27"
+    names = cluster.kubectl("get", "cm,secret,deploy,svc", "-n", ns, "-o", "name").stdout.split()
+    assert {"configmap/settings", "secret/creds", "deployment.apps/web", "service/web"} <= set(names)
+
+    described = cluster.kubectl("describe", "deployment", "web", "-n", ns).stdout
+    assert "Name:" in described and "web" in described and "RollingUpdate" in described
+    assert "25% max unavailable, 25% max surge" in described
+    described_svc = cluster.kubectl("describe", "service", "web", "-n", ns).stdout
+    assert "Selector:" in described_svc and "app=web" in described_svc
+
+    out = cluster.kubectl("delete", "-f", str(manifest), "--wait=false").stdout
+    assert "deployment.apps \"web\" deleted" in out and f"namespace \"{ns}\" deleted" in out
+
+
+def test_label_selectors_show_labels_and_all_namespaces(cluster: Cluster, ns: str) -> None:
+    for name, labels in (("a", "env=prod,tier=web"), ("b", "env=dev,tier=web"), ("c", "env=test")):
+        cluster.create(configmap_yaml(name, ns, {"k": "v"}))
+        cluster.kubectl("label", "configmap", name, "-n", ns, *labels.split(","))
+
+    def names(*selector: str) -> set[str]:
+        out = cluster.kubectl("get", "cm", "-n", ns, "-o", "name", *selector).stdout.split()
+        return {n.split("/")[1] for n in out}
+
+    assert names("-l", "env in (prod,dev)") == {"a", "b"}
+    assert names("-l", "env notin (prod)") == {"b", "c"}
+    assert names("-l", "tier") == {"a", "b"}
+    assert names("-l", "!tier,env") == {"c"}
+    assert names("-l", "env!=prod,tier=web") == {"b"}
+    shown = cluster.kubectl("get", "cm", "a", "-n", ns, "--show-labels").stdout.splitlines()
+    assert shown[0].split()[-1] == "LABELS" and "env=prod,tier=web" in shown[1]
+    everywhere = cluster.kubectl("get", "cm", "-A", "-l", "env=prod").stdout.splitlines()
+    assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert any(row.split()[:2] == [ns, "a"] for row in everywhere[1:])
+    bad = cluster.kubectl("get", "cm", "-n", ns, "-l", "env in (prod", check=False)
+    assert bad.returncode != 0 and "unable to parse requirement" in bad.stderr
+
+
+def test_label_and_annotate(cluster: Cluster, ns: str) -> None:
+    cluster.create(configmap_yaml("cfg", ns, {"a": "1"}))
+    cluster.kubectl("label", "cm", "cfg", "-n", ns, "color=blue")
+    refused = cluster.kubectl("label", "cm", "cfg", "-n", ns, "color=red", check=False)
+    assert refused.returncode != 0 and "already has a value (blue)" in refused.stderr
+    cluster.kubectl("label", "cm", "cfg", "-n", ns, "color=red", "--overwrite")
+    cluster.kubectl("annotate", "cm", "cfg", "-n", ns, "note=first")
+    refused = cluster.kubectl("annotate", "cm", "cfg", "-n", ns, "note=second", check=False)
+    assert refused.returncode != 0 and "already has a value (first)" in refused.stderr
+    cluster.kubectl("annotate", "cm", "cfg", "-n", ns, "note=second", "--overwrite")
+    meta = json.loads(cluster.kubectl("get", "cm", "cfg", "-n", ns, "-o", "json").stdout)["metadata"]
+    assert meta["labels"]["color"] == "red" and meta["annotations"]["note"] == "second"
+    cluster.kubectl("label", "cm", "cfg", "-n", ns, "color-")
+    cluster.kubectl("annotate", "cm", "cfg", "-n", ns, "note-")
+    meta = json.loads(cluster.kubectl("get", "cm", "cfg", "-n", ns, "-o", "json").stdout)["metadata"]
+    assert "color" not in (meta.get("labels") or {}) and "note" not in (meta.get("annotations") or {})
+    invalid = cluster.kubectl("label", "cm", "cfg", "-n", ns, "bad key=x", check=False)
+    assert invalid.returncode != 0
+
+
+def test_patch_json_and_merge(cluster: Cluster, ns: str) -> None:
+    cluster.create(configmap_yaml("cfg", ns, {"a": "1"}))
+    cluster.kubectl("patch", "cm", "cfg", "-n", ns, "--type=merge", "-p", '{"data":{"b":"2","a":null}}')
+    cluster.kubectl("patch", "cm", "cfg", "-n", ns, "--type=json",
+                    "-p", '[{"op":"add","path":"/data/c","value":"3"},{"op":"replace","path":"/data/b","value":"4"}]')
+    data = json.loads(cluster.kubectl("get", "cm", "cfg", "-n", ns, "-o", "json").stdout)["data"]
+    assert data == {"b": "4", "c": "3"}
+    failed = cluster.kubectl("patch", "cm", "cfg", "-n", ns, "--type=json",
+                             "-p", '[{"op":"test","path":"/data/b","value":"nope"}]', check=False)
+    assert failed.returncode != 0
+    unchanged = json.loads(cluster.kubectl("get", "cm", "cfg", "-n", ns, "-o", "json").stdout)["data"]
+    assert unchanged == data
+
+
+def test_scale_and_replace(cluster: Cluster, ns: str, tmp_path) -> None:
+    cluster.create(DEPLOYMENT.format(ns=ns))
+    assert "scaled" in cluster.kubectl("scale", "deployment", "app", "-n", ns, "--replicas=3").stdout
+    deploy = json.loads(cluster.kubectl("get", "deploy", "app", "-n", ns, "-o", "json").stdout)
+    assert deploy["spec"]["replicas"] == 3
+    assert deploy["metadata"]["generation"] == 2
+    deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.37"
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps(deploy))
+    assert "replaced" in cluster.kubectl("replace", "-f", str(path)).stdout
+    again = cluster.kubectl("replace", "-f", str(path), check=False)  # stale resourceVersion
+    assert again.returncode != 0 and "the object has been modified" in again.stderr
+    image = cluster.kubectl("get", "deploy", "app", "-n", ns, "-o",
+                            "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "busybox:1.37"
+    bad = cluster.kubectl("scale", "deployment", "app", "-n", ns, "--replicas=-1", check=False)
+    assert bad.returncode != 0
+
+
+def test_get_watch_sees_a_change(cluster: Cluster, ns: str) -> None:
+    cluster.create(configmap_yaml("watched", ns, {"a": "1"}))
+    proc = subprocess.Popen([str(find_kubectl()), "get", "cm", "-n", ns, "-w", "--output-watch-events"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
+    try:
+        time.sleep(1.5)
+        cluster.kubectl("label", "cm", "watched", "-n", ns, "seen=yes")
+        cluster.kubectl("delete", "cm", "watched", "-n", ns)
+        deadline = time.monotonic() + 15
+        lines: list[str] = []
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.split()[:1] == ["DELETED"]:
+                break
+        events = [line.split()[0] for line in lines if line.strip()]
+        assert events[0] == "EVENT" and "ADDED" in events and "MODIFIED" in events and "DELETED" in events
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_delete_propagation_policies_are_recorded(cluster: Cluster, ns: str) -> None:
+    cluster.create(configmap_yaml("keep", ns, {"a": "1"}))
+    cluster.kubectl("patch", "cm", "keep", "-n", ns, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')
+    cluster.kubectl("delete", "cm", "keep", "-n", ns, "--cascade=orphan", "--wait=false")
+    meta = json.loads(cluster.kubectl("get", "cm", "keep", "-n", ns, "-o", "json").stdout)["metadata"]
+    assert meta["deletionTimestamp"] and "orphan" in meta["finalizers"]
+    cluster.create(configmap_yaml("fg", ns, {"a": "1"}))
+    cluster.kubectl("patch", "cm", "fg", "-n", ns, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')
+    cluster.kubectl("delete", "cm", "fg", "-n", ns, "--cascade=foreground", "--wait=false")
+    meta = json.loads(cluster.kubectl("get", "cm", "fg", "-n", ns, "-o", "json").stdout)["metadata"]
+    assert "foregroundDeletion" in meta["finalizers"]
+    # Removing every finalizer lets the object go.
+    cluster.kubectl("patch", "cm", "fg", "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+    gone = cluster.kubectl("get", "cm", "fg", "-n", ns, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    # A plain background delete of an object without finalizers is immediate.
+    cluster.create(configmap_yaml("plain", ns, {"a": "1"}))
+    assert 'configmap "plain" deleted' in cluster.kubectl("delete", "cm", "plain", "-n", ns,
+                                                          "--cascade=background").stdout
