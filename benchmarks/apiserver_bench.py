@@ -27,10 +27,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from etcd_fixture import running_etcd  # noqa: E402
-
 from pocketkube.storage.interface import open_storage  # noqa: E402
 
 CONCURRENCY = (1, 10, 100)
+TABLE_ACCEPT = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
 
 
 def free_port() -> int:
@@ -166,10 +166,9 @@ async def api_benchmarks(url: str, token: str, objects: int, list_sizes: tuple[i
             base = f"/api/v1/namespaces/{ns}/pods"
             await run_clients("(fill)", 50, size, lambda i, b=base: call("POST", b, pod(f"p-{i}"), 201))
             results.append(await run_clients(f"list {size} pods", 1, 5, lambda i, b=base: call("GET", b)))
-            table = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
 
             async def list_table(i: int, b: str = base) -> None:
-                async with http.get(b, headers=table) as resp:
+                async with http.get(b, headers=TABLE_ACCEPT) as resp:
                     await resp.read()
             results.append(await run_clients(f"list {size} pods (Table)", 1, 5, list_table))
         results.append(await watch_delivery(http, call))
