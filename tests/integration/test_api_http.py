@@ -86,8 +86,10 @@ def test_status_errors(cluster: Cluster, ns: str) -> None:
     assert not_allowed.status == 405 and status_of(not_allowed)["reason"] == "MethodNotAllowed"
     huge = cluster.request("POST", base, {"metadata": {"name": "big"}, "data": {"x": "y" * (3 * 1024 * 1024)}})
     assert huge.status == 413
-    proto = cluster.request("POST", base, b"\x6b\x38\x73\x00", content_type="application/vnd.kubernetes.protobuf")
-    assert proto.status == 415 and status_of(proto)["reason"] == "UnsupportedMediaType"
+    garbled = cluster.request("POST", base, b"\x6b\x38\x73\x00\xff", content_type="application/vnd.kubernetes.protobuf")
+    assert garbled.status == 400 and status_of(garbled)["reason"] == "BadRequest"
+    unknown_type = cluster.request("POST", base, b"data", content_type="text/plain")
+    assert unknown_type.status == 415 and status_of(unknown_type)["reason"] == "UnsupportedMediaType"
     invalid = cluster.request("POST", base, {"metadata": {"name": "UPPER", "labels": {"a/b/c": "x"}}})
     assert invalid.status == 422
     causes = status_of(invalid)["details"]["causes"]

@@ -284,3 +284,33 @@ def test_delete_propagation_policies_are_recorded(cluster: Cluster, ns: str) -> 
     cluster.create(configmap_yaml("plain", ns, {"a": "1"}))
     assert 'configmap "plain" deleted' in cluster.kubectl("delete", "cm", "plain", "-n", ns,
                                                           "--cascade=background").stdout
+
+
+def test_kubectl_create_generators_send_protobuf(cluster: Cluster) -> None:
+    ns = unique("gen")
+    assert f"namespace/{ns} created" in cluster.kubectl("create", "namespace", ns).stdout
+    cluster.kubectl("create", "configmap", "cm", "-n", ns, "--from-literal=a=1", "--from-literal=b=2")
+    cluster.kubectl("create", "secret", "generic", "sec", "-n", ns, "--from-literal=password=hunter2")
+    cluster.kubectl("create", "deployment", "web", "-n", ns, "--image=nginx:1.27", "--replicas=2", "--port=80")
+    cluster.kubectl("create", "service", "clusterip", "web", "-n", ns, "--tcp=80:8080")
+    cluster.kubectl("create", "job", "once", "-n", ns, "--image=busybox:1.36", "--", "true")
+    cluster.kubectl("create", "cronjob", "tick", "-n", ns, "--image=busybox:1.36", "--schedule=*/5 * * * *")
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", ns)
+    cluster.kubectl("create", "role", "reader", "-n", ns, "--verb=get,list", "--resource=pods")
+    cluster.kubectl("create", "rolebinding", "reader", "-n", ns, "--role=reader", "--user=alice")
+    cluster.kubectl("create", "quota", "q", "-n", ns, "--hard=pods=10")
+    cluster.kubectl("create", "poddisruptionbudget", "pdb", "-n", ns, "--selector=app=web", "--min-available=1")
+    cm = json.loads(cluster.kubectl("get", "cm", "cm", "-n", ns, "-o", "json").stdout)
+    assert cm["data"] == {"a": "1", "b": "2"}
+    secret = json.loads(cluster.kubectl("get", "secret", "sec", "-n", ns, "-o", "json").stdout)
+    assert secret["data"] == {"password": "aHVudGVyMg=="}
+    deploy = json.loads(cluster.kubectl("get", "deploy", "web", "-n", ns, "-o", "json").stdout)
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 80
+    svc = json.loads(cluster.kubectl("get", "svc", "web", "-n", ns, "-o", "json").stdout)
+    assert svc["spec"]["ports"][0]["targetPort"] == 8080
+    names = cluster.kubectl("get", "job,cronjob,sa,role,rolebinding,quota,pdb", "-n", ns, "-o", "name").stdout
+    for expected in ("job.batch/once", "cronjob.batch/tick", "serviceaccount/robot",
+                     "role.rbac.authorization.k8s.io/reader", "rolebinding.rbac.authorization.k8s.io/reader",
+                     "resourcequota/q", "poddisruptionbudget.policy/pdb"):
+        assert expected in names

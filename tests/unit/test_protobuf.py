@@ -24,7 +24,15 @@ from aiohttp import web
 
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver import discovery
-from pocketkube.apiserver.protobuf import MAGIC, decode_k8s_protobuf, go_duration, message_name, schema_sources
+from pocketkube.apiserver.protobuf import (
+    MAGIC,
+    decode_k8s_protobuf,
+    encode_k8s_protobuf,
+    go_duration,
+    message_name,
+    parse_go_duration,
+    schema_sources,
+)
 
 KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv/bin/kubectl")
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -133,6 +141,7 @@ def recorder() -> Iterator[Recorder]:
     asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    loop.close()
 
 
 def _kubectl(rec: Recorder, prefix: str, args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -382,3 +391,88 @@ def test_malformed_bodies_raise_value_error(body: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         decode_k8s_protobuf(body)
 
+
+
+# --- encoding ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CREATE_COMMANDS))
+def test_encoding_reproduces_kubectl_bytes(kubectl_runs: dict[str, tuple], name: str) -> None:
+    """Go's marshaller is deterministic: re-encoding the decoded object must give kubectl's exact body."""
+    body = _only_post(kubectl_runs[name][1]).body
+    assert encode_k8s_protobuf(decode_k8s_protobuf(body)[0]) == body
+
+
+@pytest.mark.parametrize("key", ["can-i", "whoami", "token"])
+def test_encoding_reproduces_auth_bodies(kubectl_runs: dict[str, tuple], key: str) -> None:
+    body = _only_post(kubectl_runs[key][1]).body
+    assert encode_k8s_protobuf(decode_k8s_protobuf(body)[0]) == body
+
+
+def test_encoding_round_trips_stored_objects() -> None:
+    pod = {
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": "p", "namespace": "default", "uid": "u-1", "resourceVersion": "7",
+                     "creationTimestamp": "2024-05-01T10:00:00Z", "labels": {"b": "2", "a": "1"},
+                     "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                                        "time": "2024-05-01T10:00:00Z", "fieldsType": "FieldsV1",
+                                        "fieldsV1": {"f:metadata": {"f:labels": {}}}}]},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"cpu": "500m"}},
+                                 "livenessProbe": {"httpGet": {"path": "/", "port": "http"},
+                                                   "periodSeconds": 5}}],
+                 "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Gi"}}],
+                 "terminationGracePeriodSeconds": -1, "restartPolicy": "Always"},
+        "status": {"phase": "Running", "startTime": "2024-05-01T10:00:01Z",
+                   "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": None,
+                                   "lastTransitionTime": "2024-05-01T10:00:02Z"}]},
+    }
+    body = encode_k8s_protobuf(pod)
+    assert decode_k8s_protobuf(body)[0] == pod
+    assert encode_k8s_protobuf(decode_k8s_protobuf(body)[0]) == body
+
+    event = {"kind": "Event", "apiVersion": "events.k8s.io/v1", "metadata": {"name": "e"},
+             "eventTime": "2024-05-01T10:00:00.123456Z", "regarding": {}, "deprecatedSource": {},
+             "deprecatedFirstTimestamp": None, "deprecatedLastTimestamp": None}
+    assert decode_k8s_protobuf(encode_k8s_protobuf(event))[0] == event
+
+    lease = {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1", "metadata": {"name": "l"},
+             "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15,
+                      "renewTime": "2024-05-01T10:00:00.000001Z"}}
+    assert decode_k8s_protobuf(encode_k8s_protobuf(lease))[0] == lease
+
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": 'configmaps "x" not found', "reason": "NotFound",
+              "details": {"name": "x", "kind": "configmaps"}, "code": 404}
+    assert decode_k8s_protobuf(encode_k8s_protobuf(status))[0] == status
+
+    listed = {"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "9"},
+              "items": [{"metadata": {"name": "a"}, "data": {"k": "v"}}, {"metadata": {"name": "b"}}]}
+    assert decode_k8s_protobuf(encode_k8s_protobuf(listed))[0] == listed
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ({"kind": "Widget", "apiVersion": "v1"}, "no protobuf message"),
+    ({"kind": "ConfigMap", "apiVersion": "v1", "data": ["x"]}, "not an object"),
+    ({"kind": "ConfigMap", "apiVersion": "v1", "immutable": "yes"}, "bool"),
+    ({"kind": "Secret", "apiVersion": "v1", "data": {"k": "not base64!"}}, "bytes"),
+    ({"kind": "PriorityClass", "apiVersion": "scheduling.k8s.io/v1", "value": "1"}, "int32"),
+    ({"kind": "Pod", "apiVersion": "v1", "status": {"startTime": "yesterday"}}, "RFC 3339"),
+    ({"kind": "Pod", "apiVersion": "v1", "metadata": {"finalizers": "x"}}, "not a list"),
+])
+def test_encoding_rejects_bad_values(obj: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode_k8s_protobuf(obj)
+
+
+@pytest.mark.parametrize(("text", "nanos"), [
+    ("0", 0), ("1h30m", 90 * 60 * 10**9), ("1.5s", 1_500_000_000), ("300ms", 300_000_000), ("2µs", 2_000),
+    ("-1m0.5s", -60_500_000_000), ("10ns", 10),
+])
+def test_parse_go_duration(text: str, nanos: int) -> None:
+    assert parse_go_duration(text) == nanos
+    assert parse_go_duration(go_duration(nanos)) == nanos
+
+
+@pytest.mark.parametrize("text", ["", "5", "1x", "s", "1h 2m"])
+def test_parse_go_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration(text)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from pocketkube.api import errors
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
+from pocketkube.apiserver import protobuf
 
 Obj = dict[str, Any]
 
@@ -149,7 +150,10 @@ def _yaml_to_json_types(value: Any) -> Any:
 
 def parse_object_body(data: bytes, content_type: str) -> Obj:
     if content_type == PROTOBUF:
-        raise errors.unsupported_media_type(content_type)
+        try:
+            return protobuf.decode_k8s_protobuf(data)[0]
+        except ValueError as err:
+            raise errors.bad_request(f"error decoding request body: {err}") from None
     if content_type not in (JSON, YAML, "application/x-yaml", "text/yaml", "*/*", ""):
         raise errors.unsupported_media_type(content_type)
     obj = parse_document(data, content_type)
