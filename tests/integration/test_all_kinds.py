@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -165,16 +166,41 @@ def test_delete_preconditions(cluster: Cluster, sweep_ns: str) -> None:
     assert ok.status == 200 and ok.json()["status"] == "Success"
 
 
-def test_namespace_termination_blocks_new_content(cluster: Cluster) -> None:
+def test_namespace_deletion_empties_it_and_blocks_new_content(cluster: Cluster) -> None:
     name = f"term-{uuid.uuid4().hex[:6]}"
     cluster.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    resp = cluster.request("DELETE", f"/api/v1/namespaces/{name}")
-    assert resp.status == 200
-    ns = cluster.request("GET", f"/api/v1/namespaces/{name}").json()
+    base = f"/api/v1/namespaces/{name}/configmaps"
+    cluster.request("POST", base, {"metadata": {"name": "plain"}})
+    cluster.request("POST", base, {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    assert cluster.request("DELETE", f"/api/v1/namespaces/{name}").status == 200
+    ns = wait_for(lambda: _terminating_with_content(cluster, name))
     assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["deletionTimestamp"]
-    refused = cluster.request("POST", f"/api/v1/namespaces/{name}/configmaps", {"metadata": {"name": "late"}})
+    remaining = next(c for c in ns["status"]["conditions"] if c["type"] == "NamespaceContentRemaining")
+    assert remaining["message"] == "Some resources are remaining: configmaps has 1 resource instances"
+    assert cluster.request("GET", base + "/plain").status == 404
+    refused = cluster.request("POST", base, {"metadata": {"name": "late"}})
     assert refused.status == 403
     assert "because it is being terminated" in refused.json()["message"]
+    # Once the last finalizer goes, the namespace controller finishes and the namespace disappears.
+    cluster.request("PATCH", base + "/held", {"metadata": {"finalizers": None}},
+                    content_type="application/merge-patch+json")
+    wait_for(lambda: cluster.request("GET", f"/api/v1/namespaces/{name}").status == 404)
+
+
+def _terminating_with_content(cluster: Cluster, name: str) -> dict | None:
+    ns = cluster.request("GET", f"/api/v1/namespaces/{name}").json()
+    conditions = {c["type"]: c["status"] for c in ns.get("status", {}).get("conditions") or []}
+    return ns if conditions.get("NamespaceContentRemaining") == "True" else None
+
+
+def wait_for(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 def test_pod_binding_and_graceful_delete(cluster: Cluster, sweep_ns: str) -> None:

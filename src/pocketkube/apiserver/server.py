@@ -94,8 +94,8 @@ class APIServer:
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
-                                      service_cidr=config.service_cidr)
+        self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
+                                                 service_cidr=config.service_cidr)
         self.authenticator = Authenticator(pki.ca_cert, pki.token_file)
         self.storage = open_storage(config.endpoint)
         await self.storage.start()
@@ -296,15 +296,3 @@ class APIServer:
     async def _group_resource(self, request: web.Request) -> web.StreamResponse:
         return await self.handler.handle(request, request.match_info["group"], request.match_info["version"],
                                          request.match_info["tail"])
-
-
-async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
-    """Run until `stop` is set; log one line once /readyz answers 200."""
-    server = APIServer(config)
-    try:
-        await server.start()
-        log.info("pocketkube API server ready at %s (kubeconfig %s, datastore %s)", server.url,
-                 kubeconfig_path(config.data_dir), config.endpoint.split("://")[0])
-        await stop.wait()
-    finally:
-        await server.stop()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pocketkube import KUBERNETES_VERSION, __version__
@@ -29,11 +30,45 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="pod IP range (%(default)s)")
     p.add_argument("--compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="how often storage history is compacted (%(default)s)")
+    p.add_argument("--disable-controller-manager", action="store_true",
+                   help="do not run the controller manager in this process")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("controller-manager", help="run the controller manager against an API server")
+    p.add_argument("--kubeconfig", type=Path, default=DEFAULT_DATA_DIR / "kubeconfig.yaml",
+                   help="credentials and address of the API server (%(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        logging.getLogger("pocketkube").error("cannot start: %s", err)
+        return 1
+    return 0
+
+
+def _run_controller_manager(args: argparse.Namespace) -> int:
+    from pocketkube.client.rest import ClientConfig
+    from pocketkube.launcher import run_controller_manager
+
+    config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    return _until_signalled(lambda stop: run_controller_manager(config, stop))
+
+
 def _run_server(args: argparse.Namespace) -> int:
-    from pocketkube.apiserver.server import ServerConfig, serve
+    from pocketkube.apiserver.server import ServerConfig
+    from pocketkube.launcher import run_server
 
     config = ServerConfig(
         data_dir=args.data_dir, bind_address=args.bind_address, https_port=args.https_port,
@@ -41,19 +76,8 @@ def _run_server(args: argparse.Namespace) -> int:
         write_kubeconfig=args.write_kubeconfig, service_cidr=args.service_cidr,
         cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as err:
-        logging.getLogger("pocketkube").error("cannot start the server: %s", err)
-        return 1
-    return 0
+    return _until_signalled(lambda stop: run_server(config, stop,
+                                                   controller_manager=not args.disable_controller_manager))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                         version=f"pocketkube {__version__} (Kubernetes {KUBERNETES_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _server_parser(sub)
+    _controller_manager_parser(sub)
     sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "server":
         return _run_server(args)
+    if args.command == "controller-manager":
+        return _run_controller_manager(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,0 +1,1 @@
+"""Controllers: each one an informer + work queue + reconcile(key), level-triggered, built on client/."""

@@ -1,0 +1,95 @@
+"""The shape every controller shares: informers feed keys into a work queue; workers reconcile keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
+from pocketkube.client.events import EventRecorder
+from pocketkube.client.informer import Informer, InformerFactory, object_key
+from pocketkube.client.rest import APIError, Client
+from pocketkube.client.workqueue import ShutDown, WorkQueue
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+@dataclass
+class ControllerContext:
+    """What a controller may use: the API (client), shared informers, an event recorder, the kinds."""
+
+    client: Client
+    informers: InformerFactory
+    recorder: EventRecorder
+    catalog: ResourceCatalog
+
+    def resource(self, group: str, version: str, plural: str) -> ResourceInfo:
+        info = self.catalog.resource(group, version, plural)
+        if info is None:
+            raise KeyError(f"unknown resource {plural}.{group}/{version}")
+        return info
+
+    def informer(self, group: str, version: str, plural: str) -> Informer:
+        return self.informers.informer(self.resource(group, version, plural))
+
+
+class Controller:
+    """Subclasses set `name`, wire informers to `enqueue` in `setup`, and implement `reconcile`."""
+
+    name = "controller"
+    workers = 2
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.queue = WorkQueue()
+        self.setup()
+
+    def setup(self) -> None:
+        """Register informer handlers (called once, before informers start)."""
+
+    def enqueue(self, obj: Obj) -> None:
+        self.queue.add(object_key(obj))
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+                   for i in range(self.workers)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            self.queue.shutdown()
+            for task in workers:
+                task.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self.reconcile(str(key))
+                self.queue.forget(key)
+            except asyncio.CancelledError:
+                raise
+            except APIError as err:
+                # Conflicts are expected races: retry soon; anything else backs off per key.
+                log.log(logging.DEBUG if err.conflict else logging.WARNING, "%s: %s: %s", self.name, key, err)
+                self.queue.add_rate_limited(key)
+            except Exception:
+                log.exception("%s: reconciling %s failed", self.name, key)
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """'namespace/name' -> (namespace, name); 'name' -> ('', name)."""
+    namespace, _, name = key.rpartition("/")
+    return namespace, name

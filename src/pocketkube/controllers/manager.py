@@ -1,0 +1,57 @@
+"""The controller manager: leader election, shared informers, and every controller's workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+
+from pocketkube.api.kinds import ResourceCatalog
+from pocketkube.client.events import EventRecorder
+from pocketkube.client.informer import InformerFactory
+from pocketkube.client.leaderelection import LeaderElector
+from pocketkube.client.rest import Client
+from pocketkube.controllers.base import Controller, ControllerContext
+from pocketkube.controllers.namespace import NamespaceController
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS: tuple[type[Controller], ...] = (NamespaceController,)
+LEASE_NAME = "kube-controller-manager"
+
+
+class ControllerManager:
+    def __init__(self, client: Client, *, controllers: tuple[type[Controller], ...] = CONTROLLERS,
+                 identity: str | None = None) -> None:
+        self.client = client
+        self.controller_types = controllers
+        self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, or until leadership is lost."""
+        elector = LeaderElector(self.client, LEASE_NAME, self.identity)
+        election = asyncio.create_task(elector.run(), name="leader-election")
+        stopping = asyncio.create_task(stop.wait())
+        leading = asyncio.create_task(elector.is_leader.wait())
+        await asyncio.wait({stopping, leading}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            for task in (election, leading):
+                task.cancel()
+            return
+        informers = InformerFactory(self.client)
+        ctx = ControllerContext(self.client, informers, EventRecorder(self.client, "controller-manager"),
+                                ResourceCatalog())
+        controllers = [cls(ctx) for cls in self.controller_types]
+        informers.start()
+        await informers.wait_synced()
+        log.info("controller manager running: %s", ", ".join(c.name for c in controllers))
+        running = [asyncio.create_task(c.run(), name=f"controller-{c.name}") for c in controllers]
+        lost = asyncio.create_task(elector.lost.wait())
+        try:
+            await asyncio.wait({stopping, lost, *running}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*running, election, stopping, lost):
+                task.cancel()
+            await asyncio.gather(*running, election, return_exceptions=True)
+            await informers.stop()
