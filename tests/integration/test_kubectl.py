@@ -314,3 +314,73 @@ def test_kubectl_create_generators_send_protobuf(cluster: Cluster) -> None:
                      "role.rbac.authorization.k8s.io/reader", "rolebinding.rbac.authorization.k8s.io/reader",
                      "resourcequota/q", "poddisruptionbudget.policy/pdb"):
         assert expected in names
+
+
+APPLY_V1 = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.26
+        env: [{{name: A, value: "1"}}, {{name: B, value: "2"}}]
+        ports: [{{containerPort: 80}}]
+"""
+
+APPLY_V2 = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{type: Recreate}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        env: [{{name: A, value: "1"}}, {{name: C, value: "3"}}]
+        ports: [{{containerPort: 80}}, {{containerPort: 443}}]
+"""
+
+
+def test_client_side_apply_and_strategic_patch(cluster: Cluster, ns: str, tmp_path) -> None:
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text(APPLY_V1.format(ns=ns))
+    assert "created" in cluster.kubectl("apply", "-f", str(manifest)).stdout
+    assert "unchanged" in cluster.kubectl("apply", "-f", str(manifest)).stdout
+    # Someone else scales it: a field the file does not own.
+    cluster.kubectl("scale", "deploy", "web", "-n", ns, "--replicas=2")
+    manifest.write_text(APPLY_V2.format(ns=ns))
+    assert "configured" in cluster.kubectl("apply", "-f", str(manifest)).stdout
+    deploy = json.loads(cluster.kubectl("get", "deploy", "web", "-n", ns, "-o", "json").stdout)
+    spec = deploy["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert spec["strategy"] == {"type": "Recreate"}  # rollingUpdate removed with the strategy change
+    assert container["image"] == "nginx:1.27"
+    assert container["env"] == [{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]
+    assert [p["containerPort"] for p in container["ports"]] == [80, 443]
+    assert container["imagePullPolicy"] == "IfNotPresent"  # defaults survive the three-way merge
+    # kubectl patch's default type is strategic: containers merge by name.
+    cluster.kubectl("patch", "deploy", "web", "-n", ns, "-p",
+                    '{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"nginx:1.28"}]}}}}')
+    container = json.loads(cluster.kubectl("get", "deploy", "web", "-n", ns, "-o", "json").stdout)[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "nginx:1.28" and container["env"][0]["name"] == "A"
+    bad = cluster.kubectl("patch", "deploy", "web", "-n", ns, "-p",
+                          '{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}', check=False)
+    assert bad.returncode != 0 and "does not contain declared merge key: name" in bad.stderr
+    restarted = cluster.kubectl("rollout", "restart", "deploy/web", "-n", ns)
+    assert "restarted" in restarted.stdout
+    annotations = json.loads(cluster.kubectl("get", "deploy", "web", "-n", ns, "-o", "json").stdout)[
+        "spec"]["template"]["metadata"]["annotations"]
+    assert "kubectl.kubernetes.io/restartedAt" in annotations

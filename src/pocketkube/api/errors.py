@@ -38,9 +38,10 @@ class StatusError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         }
+        if self.reason:  # upstream leaves an unknown reason out
+            status["reason"] = self.reason
         if self.details:
             status["details"] = self.details
         return status

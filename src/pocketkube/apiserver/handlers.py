@@ -21,6 +21,7 @@ from pocketkube.apiserver.decode import DecodeError, decode_object
 from pocketkube.apiserver.patch import merge_patch
 from pocketkube.apiserver.printers import column_definitions, to_table
 from pocketkube.apiserver.registry import DeleteOptions, Registry, WriteOptions, parse_resource_version
+from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, decode_kv
 from pocketkube.storage.interface import CompactedError, FutureRevisionError
@@ -198,16 +199,20 @@ class ResourceHandler:
                                              f"in our request: {err}") from None
                 return self._decode_patched(info, patched, validation, warnings)
             return apply
-        if content_type == req.MERGE_PATCH or content_type == req.JSON:
+        if content_type == req.MERGE_PATCH:
             document = req.parse_document(body, req.JSON)
             if not isinstance(document, dict):
                 raise errors.bad_request("a merge patch must be a JSON object")
             return lambda current: self._decode_patched(info, merge_patch(current, document), validation,
                                                         warnings)
+        if content_type == req.STRATEGIC_PATCH:
+            document = req.parse_document(body, req.JSON)
+            return lambda current: self._decode_patched(
+                info, strategic_merge_patch(info.definition, current, document), validation, warnings)
         raise errors.StatusError(415, "UnsupportedMediaType",
                                  f"the body of the request was in an unknown format - accepted media types "
-                                 f"include: application/json-patch+json, application/merge-patch+json "
-                                 f"(got {content_type})")
+                                 f"include: application/json-patch+json, application/merge-patch+json, "
+                                 f"application/strategic-merge-patch+json (got {content_type})")
 
     def _decode_patched(self, info: ResourceInfo, obj: Any, validation: str, warnings: list[str]) -> Obj:
         if not isinstance(obj, dict):

@@ -13,12 +13,14 @@ from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
 from pocketkube.apiserver.patch import merge_patch
 from pocketkube.apiserver.registry import DeleteOptions, now_rfc3339
+from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 
 if TYPE_CHECKING:
     from pocketkube.apiserver.handlers import ResourceHandler
 
 Obj = dict[str, Any]
+SCALE_DEFINITION = "io.k8s.api.autoscaling.v1.Scale"
 
 
 async def handle(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.StreamResponse:
@@ -104,8 +106,10 @@ async def _scale(handler: ResourceHandler, request: web.Request, target: req.Tar
                     return jsonpatch.apply_patch(current_scale, document)
                 except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as err:
                     raise errors.StatusError(422, "Invalid", str(err)) from None
-            if content_type in (req.MERGE_PATCH, req.JSON):
+            if content_type == req.MERGE_PATCH:
                 return merge_patch(current_scale, document)
+            if content_type == req.STRATEGIC_PATCH:
+                return strategic_merge_patch(SCALE_DEFINITION, current_scale, document)
             raise errors.StatusError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
 
     def apply(current: Obj) -> Obj:
