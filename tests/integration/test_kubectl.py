@@ -157,7 +157,7 @@ def test_create_get_describe_delete_multi_document_file(cluster: Cluster, tmp_pa
     described_svc = cluster.kubectl("describe", "service", "web", "-n", ns).stdout
     assert "Selector:" in described_svc and "app=web" in described_svc
 
-    out = cluster.kubectl("delete", "-f", str(manifest), "--wait=false").stdout
+    out = cluster.kubectl("delete", "-f", str(manifest), "--wait=false", "--ignore-not-found").stdout
     assert "deployment.apps \"web\" deleted" in out and f"namespace \"{ns}\" deleted" in out
 
 
