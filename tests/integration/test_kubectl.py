@@ -384,3 +384,47 @@ def test_client_side_apply_and_strategic_patch(cluster: Cluster, ns: str, tmp_pa
     annotations = json.loads(cluster.kubectl("get", "deploy", "web", "-n", ns, "-o", "json").stdout)[
         "spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in annotations
+
+
+SSA_DEPLOY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ssa, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: ssa}}}}
+  template:
+    metadata: {{labels: {{app: ssa}}}}
+    spec:
+      containers: [{{name: app, image: "{image}"}}]
+"""
+
+
+def test_server_side_apply_ownership_and_conflicts(cluster: Cluster, ns: str) -> None:
+    first = SSA_DEPLOY.format(ns=ns, replicas=2, image="nginx:1.26")
+    assert "serverside-applied" in cluster.kubectl("apply", "--server-side", "-f", "-", input=first).stdout
+    deploy = json.loads(cluster.kubectl("get", "deploy", "ssa", "-n", ns, "-o", "json",
+                                        "--show-managed-fields").stdout)
+    managers = {(m["manager"], m["operation"]) for m in deploy["metadata"]["managedFields"]}
+    assert ("kubectl", "Apply") in managers
+    owned = next(m for m in deploy["metadata"]["managedFields"] if m["operation"] == "Apply")["fieldsV1"]
+    assert "f:replicas" in owned["f:spec"]
+    # Another manager changes replicas: a later apply of a different value conflicts.
+    cluster.kubectl("scale", "deploy", "ssa", "-n", ns, "--replicas=5")
+    conflicting = SSA_DEPLOY.format(ns=ns, replicas=3, image="nginx:1.26")
+    refused = cluster.kubectl("apply", "--server-side", "-f", "-", input=conflicting, check=False)
+    assert refused.returncode != 0
+    assert "Apply failed with 1 conflict: conflict with" in refused.stderr and ".spec.replicas" in refused.stderr
+    forced = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=conflicting)
+    assert "serverside-applied" in forced.stdout
+    assert json.loads(cluster.kubectl("get", "deploy", "ssa", "-n", ns, "-o", "json").stdout)[
+        "spec"]["replicas"] == 3
+    # Create-if-absent through the raw API, and fieldManager is required for apply.
+    body = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: applied}\ndata: {a: '1'}\n"
+    path = f"/api/v1/namespaces/{ns}/configmaps/applied"
+    missing_manager = cluster.request("PATCH", path, body, content_type="application/apply-patch+yaml")
+    assert missing_manager.status == 422
+    created = cluster.request("PATCH", path + "?fieldManager=tester", body,
+                              content_type="application/apply-patch+yaml")
+    assert created.status == 201 and created.json()["data"] == {"a": "1"}
+    assert created.json()["metadata"]["managedFields"][0]["manager"] == "tester"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +19,21 @@ from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.api.selectors import FieldSelector, LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
 from pocketkube.apiserver.decode import DecodeError, decode_object
+from pocketkube.apiserver.fieldmanager import (
+    ApplyConflict,
+    default_manager,
+    field_manager_causes,
+    validate_patch_options,
+)
 from pocketkube.apiserver.patch import merge_patch
 from pocketkube.apiserver.printers import column_definitions, to_table
-from pocketkube.apiserver.registry import DeleteOptions, Registry, WriteOptions, parse_resource_version
+from pocketkube.apiserver.registry import (
+    DeleteOptions,
+    Registry,
+    WriteOptions,
+    now_rfc3339,
+    parse_resource_version,
+)
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, decode_kv
@@ -138,8 +151,15 @@ class ResourceHandler:
         return self.decode(info, obj, req.field_validation(request))
 
     @staticmethod
-    def _write_options(request: web.Request) -> WriteOptions:
-        return WriteOptions(dry_run=req.dry_run(request), field_manager=request.query.get("fieldManager", ""))
+    def _write_options(request: web.Request, options_kind: str = "") -> WriteOptions:
+        """Dry run and the field manager (the fieldManager parameter, else the User-Agent's product)."""
+        manager = request.query.get("fieldManager", "")
+        if manager and options_kind:
+            causes = field_manager_causes(manager)
+            if causes:
+                raise errors.invalid(options_kind, "", "meta.k8s.io", causes)
+        return WriteOptions(dry_run=req.dry_run(request),
+                            field_manager=manager or default_manager(request.headers.get("User-Agent", "")))
 
     def _render(self, request: web.Request, info: ResourceInfo, obj: Obj, status: int = 200,
                 warnings: list[str] | None = None) -> web.Response:
@@ -166,7 +186,8 @@ class ResourceHandler:
         if info.namespaced and not target.namespace:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
         obj, warnings = await self._object_body(request, info)
-        created = await self.registry.create(info, target.namespace, obj, self._write_options(request))
+        created = await self.registry.create(info, target.namespace, obj,
+                                             self._write_options(request, "CreateOptions"))
         warnings += self.registry.strategy(info).warnings(created)
         return self._render(request, info, created, 201, warnings)
 
@@ -174,7 +195,7 @@ class ResourceHandler:
         info = target.info
         obj, warnings = await self._object_body(request, info)
         result, created = await self.registry.update(info, target.namespace, target.name, obj,
-                                                     self._write_options(request), subresource)
+                                                     self._write_options(request, "UpdateOptions"), subresource)
         return self._render(request, info, result, 201 if created else 200, warnings)
 
     def _patcher(self, request: web.Request, info: ResourceInfo, body: bytes,
@@ -212,7 +233,8 @@ class ResourceHandler:
         raise errors.StatusError(415, "UnsupportedMediaType",
                                  f"the body of the request was in an unknown format - accepted media types "
                                  f"include: application/json-patch+json, application/merge-patch+json, "
-                                 f"application/strategic-merge-patch+json (got {content_type})")
+                                 f"application/strategic-merge-patch+json, application/apply-patch+yaml "
+                                 f"(got {content_type})")
 
     def _decode_patched(self, info: ResourceInfo, obj: Any, validation: str, warnings: list[str]) -> Obj:
         if not isinstance(obj, dict):
@@ -225,10 +247,49 @@ class ResourceHandler:
     async def patch(self, request: web.Request, target: req.Target, subresource: str = "") -> web.Response:
         info = target.info
         body = await req.read_body(request)
+        is_apply = req.media_type(request) == req.APPLY_PATCH
+        validate_patch_options(is_apply, request.query.get("fieldManager", ""), "force" in request.query)
+        if is_apply:
+            return await self._apply(request, target, body, subresource)
         warnings: list[str] = []
         apply = self._patcher(request, info, body, warnings)
         result = await self.registry.patch(info, target.namespace, target.name, apply,
                                            self._write_options(request), subresource)
+        return self._render(request, info, result, 200, warnings)
+
+    async def _apply(self, request: web.Request, target: req.Target, body: bytes,
+                     subresource: str) -> web.Response:
+        """Server-side apply: merge the applied configuration, own its fields, refuse conflicts (409)."""
+        info = target.info
+        manager = self.registry.field_manager(info)
+        if manager is None:
+            raise errors.StatusError(415, "UnsupportedMediaType", f"apply patches are not supported for "
+                                     f"{info.plural}")
+        config = req.parse_document(body, req.APPLY_PATCH)
+        if not isinstance(config, dict):
+            raise errors.bad_request("the applied configuration must be an object")
+        # Unknown fields are reported on a copy: a null in an apply configuration means "remove this".
+        _, warnings = self.decode(info, copy.deepcopy(config), req.field_validation(request))
+        opts = self._write_options(request)
+        opts.track_fields = False
+        force = req.bool_param(request, "force")
+        now = now_rfc3339()
+
+        def merge(current: Obj | None) -> Obj:
+            try:
+                merged = manager.apply(current, config, opts.field_manager, now, force=force,
+                                       subresource=subresource)
+            except ApplyConflict as err:
+                raise err.to_status_error() from None
+            return self._decode_patched(info, merged, "Ignore", [])
+
+        try:
+            result = await self.registry.patch(info, target.namespace, target.name, merge, opts, subresource)
+        except errors.StatusError as err:
+            if err.code != 404 or subresource:
+                raise
+            created = await self.registry.create(info, target.namespace, merge(None), opts)
+            return self._render(request, info, created, 201, warnings)
         return self._render(request, info, result, 200, warnings)
 
     async def _delete_options(self, request: web.Request) -> DeleteOptions:

@@ -22,6 +22,7 @@ from pocketkube.api import errors
 from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
+from pocketkube.apiserver.fieldmanager import FieldManager
 from pocketkube.apiserver.strategies import StrategySet
 from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
 from pocketkube.apiserver.strategy import Strategy
@@ -68,7 +69,10 @@ def deep_copy(obj: Obj) -> Obj:
 @dataclass
 class WriteOptions:
     dry_run: bool = False
+    # Who is writing, for metadata.managedFields ("" = not tracked, as for the server's own writes).
     field_manager: str = ""
+    # False when server-side apply already computed managedFields for this write.
+    track_fields: bool = True
 
 
 @dataclass
@@ -86,9 +90,29 @@ class Registry:
         self.storage = storage
         self.cache = cache
         self.strategies = strategies
+        self._field_managers: dict[tuple[str, str, str], FieldManager | None] = {}
 
     def strategy(self, info: ResourceInfo) -> Strategy:
         return self.strategies.strategy_for(info)
+
+    def field_manager(self, info: ResourceInfo) -> FieldManager | None:
+        """The managedFields bookkeeper of a resource (None for kinds without a known schema)."""
+        key = (info.group, info.version, info.plural)
+        if key not in self._field_managers:
+            try:
+                self._field_managers[key] = FieldManager(info.definition, info.group_version, info.kind,
+                                                         info.has_status)
+            except (KeyError, ValueError):
+                self._field_managers[key] = None
+        return self._field_managers[key]
+
+    def _track(self, info: ResourceInfo, live: Obj | None, new: Obj, opts: WriteOptions,
+               subresource: str = "") -> None:
+        if not opts.track_fields or not opts.field_manager:
+            return
+        manager = self.field_manager(info)
+        if manager is not None:
+            manager.update(live, new, opts.field_manager, now_rfc3339(), subresource)
 
     # --- reads -----------------------------------------------------------------------
     async def fresh(self) -> None:
@@ -131,6 +155,7 @@ class Registry:
                       "resourceVersion", "selfLink", "generation"):
             meta.pop(field, None)
         strategy.default(obj)
+        self._track(info, None, obj, opts)
         strategy.prepare_for_create(obj)
         generate = not meta.get("name") and bool(meta.get("generateName"))
         if generate:
@@ -277,12 +302,14 @@ class Registry:
             meta["namespace"] = old_meta.get("namespace")
         if subresource == "status":
             strategy.prepare_for_status_update(new, old)
+            self._track(info, old, new, opts, subresource)
             causes = strategy.validate_status_update(new, old)
         elif subresource in ("binding", "finalize"):
             causes = []  # the server built this change itself, to fields the main endpoint protects
         else:
             strategy.default(new)
             strategy.prepare_for_update(new, old)
+            self._track(info, old, new, opts, subresource)
             causes = validate_object_meta(meta, info.namespaced,
                                           getattr(strategy, "name_validator", "dns1123subdomain"))
             causes += validate_object_meta_update(meta, old_meta)
