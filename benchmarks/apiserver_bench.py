@@ -154,6 +154,8 @@ async def api_benchmarks(url: str, token: str, objects: int, list_sizes: tuple[i
             ns = f"bench-{clients}"
             await call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}}, 201)
             base = f"/api/v1/namespaces/{ns}/configmaps"
+            # Open every client's connection first: steady-state latency, not TLS handshakes.
+            await run_clients("(warm-up)", clients, clients * 4, lambda i, b=base: call("GET", b + "?limit=1"))
             results.append(await run_clients("create", clients, objects, lambda i, b=base: call(
                 "POST", b, configmap(f"cm-{i}", i), 201)))
             results.append(await run_clients("get", clients, objects, lambda i, b=base: call(

@@ -18,6 +18,7 @@ from pocketkube.api import errors
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.api.selectors import FieldSelector, LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
+from pocketkube.apiserver.crd import codec as crd_codec
 from pocketkube.apiserver.decode import DecodeError, decode_object
 from pocketkube.apiserver.fieldmanager import (
     ApplyConflict,
@@ -136,6 +137,8 @@ class ResourceHandler:
     @staticmethod
     def decode(info: ResourceInfo, obj: Obj, validation: str) -> tuple[Obj, list[str]]:
         """Typed decoding as upstream: type errors are 400; unknown fields per fieldValidation."""
+        if info.custom is not None:  # custom resources: pruned and defaulted by their schema
+            return crd_codec.decode_custom(info, obj, validation)
         try:
             result = decode_object(info.definition, obj)
         except DecodeError as err:
@@ -202,6 +205,8 @@ class ResourceHandler:
                  warnings: list[str]) -> Callable[[Obj], Obj]:
         content_type = req.media_type(request)
         validation = req.field_validation(request)
+        if info.custom is not None and content_type not in crd_codec.PATCH_TYPES:
+            raise crd_codec.unsupported_patch(content_type)  # no strategic merge patch for custom resources
         if content_type == req.JSON_PATCH:
             operations = req.parse_document(body, req.JSON)
             if not isinstance(operations, list):
@@ -441,6 +446,7 @@ class ResourceHandler:
             raise errors.bad_request("limit must be a positive integer")
         token = request.query.get("continue", "")
         cont = ""
+        cached = False  # objects straight from the watch cache (their JSON is reusable)
         if token:
             if rv not in ("", "0"):
                 raise errors.bad_request("specifying resource version is not allowed when using continue")
@@ -464,9 +470,12 @@ class ResourceHandler:
             items, revision, cont = await self._list_from_storage(request, target, revision, "", limit)
         else:
             items, revision = await self._list_from_cache(request, target, rv)
+            cached = True
         list_meta: Obj = {"resourceVersion": str(revision)}
         if cont:
             list_meta["continue"] = cont
+        if cached and not accept.as_kind and not accept.pretty and info.stored_version == info.group_version:
+            return self._encoded_list(info, list_meta, items)
         served = [from_storage(info, o) for o in items]
         if accept.as_kind == "Table":
             body = to_table(info, served, list_meta=list_meta, include_object=accept.include_object)
@@ -477,6 +486,13 @@ class ResourceHandler:
             body = {"kind": info.list_kind, "apiVersion": info.group_version, "metadata": list_meta,
                     "items": served}
         return json_response(body, pretty=accept.pretty)
+
+    def _encoded_list(self, info: ResourceInfo, list_meta: Obj, items: list[Obj]) -> web.Response:
+        """A list of objects served as stored, from the cache's per-object JSON (encoded once per change)."""
+        cache = self.registry.cache.resource(info.storage_prefix)
+        head = encode({"kind": info.list_kind, "apiVersion": info.group_version, "metadata": list_meta})
+        body = b"".join((head[:-1], b',"items":[', b",".join(map(cache.encoded, items)), b"]}"))
+        return web.Response(body=body, content_type=req.JSON)
 
     # --- watch -------------------------------------------------------------------------
     async def watch(self, request: web.Request, target: req.Target) -> web.StreamResponse:
@@ -581,7 +597,10 @@ class ResourceHandler:
     # --- subresources ------------------------------------------------------------------
     async def _subresource(self, request: web.Request, target: req.Target) -> web.StreamResponse:
         from pocketkube.apiserver import subresources
+        from pocketkube.apiserver.crd import scale
 
+        if target.info.custom is not None and target.subresource == "scale":
+            return await scale.handle(self, request, target)
         return await subresources.handle(self, request, target)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pocketkube.api import errors
 from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
+from pocketkube.apiserver.crd.strategy import CRDStrategies
 from pocketkube.apiserver.fieldmanager import FieldManager
 from pocketkube.apiserver.strategies import StrategySet
 from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
@@ -44,8 +47,27 @@ _GENERATE_NAME_TRIES = 8
 _STANDARD_FINALIZERS = ("orphan", "foregroundDeletion")
 
 
+_last_stamp: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time at second precision, as metav1.Time is written (formatted once per second)."""
+    global _last_stamp
+    second = int(time.time())
+    if _last_stamp[0] != second:
+        _last_stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _last_stamp[1]
+
+
+_uid_pool: list[bytes] = []
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID; random bytes are drawn from the OS in batches, not per object."""
+    if not _uid_pool:
+        block = os.urandom(16 * 256)
+        _uid_pool.extend(block[i:i + 16] for i in range(0, len(block), 16))
+    return str(uuid.UUID(bytes=_uid_pool.pop(), version=4))
 
 
 def object_key(info: ResourceInfo, namespace: str, name: str) -> str:
@@ -90,9 +112,12 @@ class Registry:
         self.storage = storage
         self.cache = cache
         self.strategies = strategies
+        self.crd_strategies = CRDStrategies()
         self._field_managers: dict[tuple[str, str, str], FieldManager | None] = {}
 
     def strategy(self, info: ResourceInfo) -> Strategy:
+        if self.crd_strategies.handles(info):  # CRDs and custom resources (apiserver/crd)
+            return self.crd_strategies.strategy_for(info)
         return self.strategies.strategy_for(info)
 
     def field_manager(self, info: ResourceInfo) -> FieldManager | None:
@@ -141,7 +166,15 @@ class Registry:
                               {"causes": [{"reason": "ResourceVersionTooLarge",
                                            "message": "Too large resource version"}], "retryAfterSeconds": 1})
 
-    async def read_current(self, info: ResourceInfo, key: str) -> KeyValue | None:
+    async def read_current(self, info: ResourceInfo, key: str, from_cache: bool) -> KeyValue | None:
+        """The object a write starts from. A fresh cache answers first: it holds every acknowledged write,
+        so a client reads its own writes; a concurrent writer makes the compare-and-swap fail, and the
+        retry reads storage itself."""
+        if from_cache and await self.cache.wait_fresh():
+            obj = self.cache.resource(info.storage_prefix).objects.get(key)
+            if obj is None:
+                return None
+            return KeyValue(key, encode_for_storage(obj), 0, int(obj["metadata"]["resourceVersion"]))
         return await self.storage.get(key)
 
     # --- create ----------------------------------------------------------------------
@@ -161,13 +194,14 @@ class Registry:
         if generate:
             meta["name"] = self._generated_name(meta["generateName"])
         causes = validate_object_meta(meta, info.namespaced, getattr(strategy, "name_validator",
-                                                                       "dns1123subdomain"))
+                                                                       "dns1123subdomain"),
+                                      kube_finalizers=getattr(strategy, "kube_finalizers", True))
         causes += strategy.validate(obj)
         if causes:
             raise errors.invalid(info.kind, meta.get("name") or meta.get("generateName", ""), info.group, causes)
         if info.namespaced:
             await self._check_namespace_open(info, namespace, meta["name"])
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         if strategy.tracks_generation:
             meta["generation"] = 1
@@ -236,8 +270,10 @@ class Registry:
         self._check_namespace_field(info, namespace, meta)
         key = object_key(info, namespace, name)
         precondition = meta.get("resourceVersion") or ""
+        from_cache = True
         while True:
-            current = await self.read_current(info, key)
+            current = await self.read_current(info, key, from_cache)
+            from_cache = False
             if current is None:
                 if subresource or not self.strategy(info).allow_create_on_update:
                     raise errors.not_found(info.plural, name, info.group)
@@ -259,8 +295,10 @@ class Registry:
                     apply_patch: Callable[[Obj], Obj], opts: WriteOptions, subresource: str = "") -> Obj:
         """PATCH: `apply_patch` turns the current object (served version) into the new one."""
         key = object_key(info, namespace, name)
+        from_cache = True
         while True:
-            current = await self.read_current(info, key)
+            current = await self.read_current(info, key, from_cache)
+            from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
             served = from_storage(info, decode_kv(current))
@@ -310,9 +348,11 @@ class Registry:
             strategy.default(new)
             strategy.prepare_for_update(new, old)
             self._track(info, old, new, opts, subresource)
+            kube_finalizers = getattr(strategy, "kube_finalizers", True)  # False for custom resources
             causes = validate_object_meta(meta, info.namespaced,
-                                          getattr(strategy, "name_validator", "dns1123subdomain"))
-            causes += validate_object_meta_update(meta, old_meta)
+                                          getattr(strategy, "name_validator", "dns1123subdomain"),
+                                          kube_finalizers=kube_finalizers)
+            causes += validate_object_meta_update(meta, old_meta, kube_finalizers=kube_finalizers)
             causes += strategy.validate_update(new, old)
             if strategy.tracks_generation and strategy.spec_changed(new, old):
                 meta["generation"] = int(old_meta.get("generation") or 0) + 1
@@ -350,8 +390,10 @@ class Registry:
         """Returns (object, deleted now). An object held by finalizers or a grace period stays, marked."""
         strategy = self.strategy(info)
         key = object_key(info, namespace, name)
+        from_cache = True
         while True:
-            current = await self.read_current(info, key)
+            current = await self.read_current(info, key, from_cache)
+            from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
             obj = from_storage(info, decode_kv(current))

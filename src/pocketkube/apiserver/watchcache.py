@@ -101,8 +101,20 @@ class ResourceCache:
         # Events at or below this revision may be missing from `history`.
         self.oldest_revision = start_revision
         self.watchers: set[CacheWatcher] = set()
+        # JSON of cached objects, made on first use; keyed by object identity, which changes with each write.
+        self._encoded: dict[int, bytes] = {}
+
+    def encoded(self, obj: Obj) -> bytes:
+        """The JSON of a cached object (objects in the cache are never mutated, only replaced)."""
+        data = self._encoded.get(id(obj))
+        if data is None:
+            data = self._encoded[id(obj)] = orjson.dumps(obj)
+        return data
 
     def apply(self, event: CacheEvent, key: str) -> None:
+        replaced = self.objects.get(key)
+        if replaced is not None:
+            self._encoded.pop(id(replaced), None)
         if event.type == "DELETED":
             self.objects.pop(key, None)
             self._sorted_keys = None
@@ -159,6 +171,9 @@ class WatchCache:
         self._task: asyncio.Task[None] | None = None
         self._start_revision = 0
         self.ready = asyncio.Event()
+        # Coalesced "what is the store's revision?" questions (see _current_revision).
+        self._revision_asked: asyncio.Future[int] | None = None
+        self._revision_next: asyncio.Future[int] | None = None
 
     def resource(self, prefix: str) -> ResourceCache:
         cache = self._resources.get(prefix)
@@ -230,7 +245,33 @@ class WatchCache:
 
     async def wait_fresh(self, timeout: float = 3.0) -> bool:
         """Wait until the cache reflects every write acknowledged so far (a consistent read)."""
-        return await self.wait_for(await self.storage.current_revision(), timeout)
+        return await self.wait_for(await self._current_revision(), timeout)
+
+    async def _current_revision(self) -> int:
+        """The store's revision, asking it once for every batch of concurrent readers.
+
+        A reader may not share a question already on its way (it could predate the reader's own
+        acknowledged writes), so it joins the next one, which starts when the current one returns.
+        """
+        if self._revision_asked is None:
+            self._revision_asked = asyncio.get_running_loop().create_future()
+            asyncio.ensure_future(self._ask_revision(self._revision_asked))
+            return await asyncio.shield(self._revision_asked)
+        if self._revision_next is None:
+            self._revision_next = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._revision_next)
+
+    async def _ask_revision(self, answer: asyncio.Future[int]) -> None:
+        while True:
+            try:
+                answer.set_result(await self.storage.current_revision())
+            except Exception as err:  # every waiter sees the failure
+                answer.set_exception(err)
+            waiting, self._revision_next = self._revision_next, None
+            if waiting is None:
+                self._revision_asked = None
+                return
+            self._revision_asked = answer = waiting
 
     def forget_before(self, revision: int) -> None:
         for cache in self._resources.values():
