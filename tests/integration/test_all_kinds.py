@@ -205,7 +205,9 @@ def wait_for(check, timeout: float = 15.0):
 
 def test_pod_binding_and_graceful_delete(cluster: Cluster, sweep_ns: str) -> None:
     base = f"/api/v1/namespaces/{sweep_ns}/pods"
-    cluster.request("POST", base, {"metadata": {"name": "bound"}, "spec": POD_SPEC})
+    # Bound by hand: a scheduler of its own keeps the cluster's scheduler out of the way.
+    cluster.request("POST", base, {"metadata": {"name": "bound"}, "spec": {**POD_SPEC,
+                                                                         "schedulerName": "by-hand"}})
     bind = cluster.request("POST", base + "/bound/binding", {"apiVersion": "v1", "kind": "Binding",
                                                              "metadata": {"name": "bound"},
                                                              "target": {"kind": "Node", "name": "node-a"}})

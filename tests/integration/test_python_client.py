@@ -75,12 +75,12 @@ def test_generate_name_and_missing_namespace(core: client.CoreV1Api, namespace: 
 def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
     for i in range(25):
         core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=f"page-{i:02d}")))
+            metadata=client.V1ObjectMeta(name=f"page-{i:02d}", labels={"paged": "yes"})))
     names: list[str] = []
     token = None
     pages = 0
     while True:
-        page = core.list_namespaced_config_map(namespace, limit=10, _continue=token)
+        page = core.list_namespaced_config_map(namespace, limit=10, _continue=token, label_selector="paged")
         pages += 1
         names += [c.metadata.name for c in page.items]
         token = page.metadata._continue
@@ -91,10 +91,13 @@ def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
 
 def test_pagination_is_a_consistent_snapshot(core: client.CoreV1Api, namespace: str) -> None:
     for i in range(6):
-        core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"s{i}")))
-    first = core.list_namespaced_config_map(namespace, limit=3)
-    core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="s9")))
-    second = core.list_namespaced_config_map(namespace, limit=10, _continue=first.metadata._continue)
+        core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=f"s{i}", labels={"snap": "yes"})))
+    first = core.list_namespaced_config_map(namespace, limit=3, label_selector="snap")
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="s9", labels={"snap": "yes"})))
+    second = core.list_namespaced_config_map(namespace, limit=10, _continue=first.metadata._continue,
+                                             label_selector="snap")
     assert [c.metadata.name for c in second.items] == ["s3", "s4", "s5"]
     assert second.metadata.resource_version == first.metadata.resource_version
 
@@ -125,7 +128,8 @@ def test_watch_delivers_live_events(core: client.CoreV1Api, namespace: str) -> N
 
     thread = threading.Thread(target=produce)
     thread.start()
-    for event in w.stream(core.list_namespaced_config_map, namespace, timeout_seconds=10):
+    for event in w.stream(core.list_namespaced_config_map, namespace, field_selector="metadata.name=live",
+                          timeout_seconds=10):
         seen.append((event["type"], event["object"].metadata.name))
         w.stop()
     thread.join()

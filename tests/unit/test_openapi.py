@@ -26,10 +26,16 @@ def v3_docs() -> dict[str, dict[str, Any]]:
 
 
 def _walk(node: Any):
+    """Every schema node; a `properties` map is walked through its values only, since its keys are field
+    names (JSONSchemaProps has fields literally called `$ref` and `oneOf`)."""
     if isinstance(node, dict):
         yield node
-        for value in node.values():
-            yield from _walk(value)
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for prop in value.values():
+                    yield from _walk(prop)
+            else:
+                yield from _walk(value)
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)

@@ -194,7 +194,7 @@ def test_cronjob(strategies: StrategySet) -> None:
 
 @pytest.mark.parametrize(("schedule", "error"), [
     ("0 0 * * *", None), ("@hourly", None), ("*/15 9-17 * * mon-fri", None), ("0 0 1 jan,jul *", None),
-    ("0 0 * * 7", None), ("@every 5m", None),
+    ("0 0 * * 7", "end of range (7) above maximum (6): 7"), ("@every 5m", None),
     ("60 * * * *", "end of range (60) above maximum (59): 60"),
     ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
     ("5-1 * * * *", "beginning of range (5) beyond end of range (1): 5-1"),

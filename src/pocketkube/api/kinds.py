@@ -33,6 +33,30 @@ _DEFINITION_PACKAGE = {
 
 
 @dataclass(frozen=True)
+class CustomResource:
+    """What a custom resource (one served version of a CRD) adds to its ResourceInfo.
+
+    Schemas and columns are kept as JSON text so the record stays hashable and compares by content
+    (the OpenAPI cache is keyed by the catalogue's contents).
+    """
+
+    crd_name: str
+    list_kind: str
+    schema_json: str = "{}"  # the version's openAPIV3Schema
+    columns_json: str = "[]"  # the version's additionalPrinterColumns (defaulted as upstream serves them)
+    spec_replicas_path: str = ""  # scale subresource paths (".spec.replicas"), empty without scale
+    status_replicas_path: str = ""
+    label_selector_path: str = ""
+    selectable_fields: tuple[str, ...] = ()  # JSON paths usable in fieldSelector
+    terminating: bool = False  # the CRD is being deleted: no new objects
+
+    @staticmethod
+    def definition_name(group: str, version: str, kind: str) -> str:
+        """Upstream's REST-friendly OpenAPI name: reversed group, version, kind (com.example.stable.v1.CronTab)."""
+        return ".".join(reversed(group.split("."))) + f".{version}.{kind}"
+
+
+@dataclass(frozen=True)
 class ResourceInfo:
     group: str
     version: str
@@ -47,6 +71,7 @@ class ResourceInfo:
     storage_group: str | None = None
     storage_version: str | None = None
     single_name: str = field(default="")
+    custom: CustomResource | None = None  # set for custom resources (served from a CRD)
 
     @property
     def singular(self) -> str:
@@ -58,11 +83,15 @@ class ResourceInfo:
 
     @property
     def list_kind(self) -> str:
-        return self.kind + "List"
+        return self.custom.list_kind if self.custom is not None else self.kind + "List"
 
     @property
     def definition(self) -> str:
-        """The name of this kind's schema in the official OpenAPI definitions."""
+        """The name of this kind's schema in the OpenAPI definitions (official, or built from a CRD)."""
+        if self.custom is not None:
+            return CustomResource.definition_name(self.group, self.version, self.kind)
+        if self.group == "apiextensions.k8s.io":
+            return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{self.version}.{self.kind}"
         return f"io.k8s.api.{_DEFINITION_PACKAGE[self.group]}.{self.version}.{self.kind}"
 
     @property
@@ -146,6 +175,9 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, short_names=("pc",)),
     # events.k8s.io/v1 shares storage with core/v1 events
     _r("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage_group="", storage_version="v1"),
+    # apiextensions.k8s.io/v1
+    _r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
+       short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",)),
 )
 
 # Preferred version per group, in the order discovery lists groups.
@@ -155,7 +187,8 @@ for _info in BUILTIN_RESOURCES:
 
 
 class ResourceCatalog:
-    """Look-ups over the served resources (built-ins now; custom resources join later)."""
+    """Look-ups over the served resources: the built-ins, and custom resources the CRD controller adds and
+    removes while the server runs."""
 
     def __init__(self, resources: tuple[ResourceInfo, ...] = BUILTIN_RESOURCES) -> None:
         self._by_gvr: dict[tuple[str, str, str], ResourceInfo] = {}
@@ -166,6 +199,13 @@ class ResourceCatalog:
     def add(self, info: ResourceInfo) -> None:
         self._by_gvr[(info.group, info.version, info.plural)] = info
         self._by_gvk[(info.group, info.version, info.kind)] = info
+
+    def remove(self, info: ResourceInfo) -> None:
+        """Stop serving a resource (a custom resource whose CRD went away)."""
+        if self._by_gvr.get((info.group, info.version, info.plural)) == info:
+            del self._by_gvr[(info.group, info.version, info.plural)]
+        if self._by_gvk.get((info.group, info.version, info.kind)) == info:
+            del self._by_gvk[(info.group, info.version, info.kind)]
 
     def resource(self, group: str, version: str, plural: str) -> ResourceInfo | None:
         return self._by_gvr.get((group, version, plural))

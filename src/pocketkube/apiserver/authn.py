@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from pocketkube.apiserver.nodetoken import BOOTSTRAP_GROUPS, BOOTSTRAP_USER, JoinToken
 from pocketkube.apiserver.pki import ADMIN_GROUP, ADMIN_USER
 
 AUTHENTICATED_GROUP = "system:authenticated"
@@ -68,13 +69,18 @@ def load_token_file(path: Path) -> dict[str, UserInfo]:
 
 
 class Authenticator:
-    def __init__(self, pki_ca_path: Path, token_file: Path) -> None:
+    def __init__(self, pki_ca_path: Path, token_file: Path, node_token: JoinToken | None = None) -> None:
         ca = x509.load_pem_x509_certificate(Path(pki_ca_path).read_bytes())
         cns = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         # The TLS layer has already verified the chain; remembering the CA's name lets us refuse
         # certificates from any other issuer should the SSL context ever trust more CAs.
         self._ca_cn = str(cns[-1].value) if cns else ""
         self.tokens: dict[str, UserInfo] = load_token_file(token_file)
+        if node_token is not None:
+            # Agents join with the node token: its secret alone, or the whole K10… string, as in k3s.
+            joiner = UserInfo(BOOTSTRAP_USER, _with_authenticated(BOOTSTRAP_GROUPS))
+            for credential in {node_token.secret, str(node_token)}:
+                self.tokens[credential] = joiner
 
     def authenticate(
         self, transport_peercert: dict | None, authorization_header: str | None

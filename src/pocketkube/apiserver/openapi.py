@@ -24,6 +24,7 @@ import orjson
 from pocketkube import KUBERNETES_VERSION
 from pocketkube.api.kinds import SUBRESOURCE_VERBS, ResourceCatalog, ResourceInfo
 from pocketkube.apiserver import schemas
+from pocketkube.apiserver.crd import openapi as crd_openapi
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 STATUS = _META + "Status"
@@ -41,6 +42,8 @@ _STREAM_MEDIA = ("application/json;stream=watch", "application/vnd.kubernetes.pr
 _PATCH_MEDIA = ("application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json", "application/apply-patch+yaml",
                 "application/apply-patch+cbor")
+# Custom resources take no strategic merge patch (kubectl reads this to fall back to a merge patch).
+_CUSTOM_PATCH_MEDIA = tuple(m for m in _PATCH_MEDIA if m != "application/strategic-merge-patch+json")
 
 # Query parameters: name -> (type, description), with upstream's wording.
 _QUERY: dict[str, tuple[str, str]] = {
@@ -222,6 +225,13 @@ class _Op:
     stream: bool = False  # list/watch responses also come as streams
     action: str | None = None
     gvk: dict[str, str] | None = None
+    custom: bool = False  # an operation on a custom resource
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        if not self.patch:
+            return ("*/*",)
+        return _CUSTOM_PATCH_MEDIA if self.custom else _PATCH_MEDIA
 
 
 @dataclass
@@ -285,7 +295,7 @@ def _resource_paths(info: ResourceInfo) -> list[_Path]:
     def op(method: str, verb: str, description: str, action: str, responses: list[tuple[str, str | None]],
            params: list[_Param] | None = None, suffix: str = "", **kw: Any) -> _Op:
         return _Op(method, f"{verb}{gv}{suffix or scope + kind}", description, tag, responses + [("401", None)],
-                   params or [], action=action, gvk=kw.pop("gvk", gvk), **kw)
+                   params or [], action=action, gvk=kw.pop("gvk", gvk), custom=info.custom is not None, **kw)
 
     paths: list[_Path] = []
     if namespaced and "list" in verbs:
@@ -435,8 +445,7 @@ def _v3_op(o: _Op) -> dict[str, Any]:
     if o.params:
         out["parameters"] = [_v3_param(p) for p in o.params]
     if o.body:
-        media = _PATCH_MEDIA if o.patch else ("*/*",)
-        body: dict[str, Any] = {"content": _v3_content(o.body, media)}
+        body: dict[str, Any] = {"content": _v3_content(o.body, o.consumes)}
         if o.body_required:
             body["required"] = True
         out["requestBody"] = body
@@ -455,7 +464,16 @@ def _v3_op(o: _Op) -> dict[str, Any]:
     return out
 
 
-def _v3_document(paths: list[_Path]) -> dict[str, Any]:
+def _definitions(paths: list[_Path], dialect: str, custom: list[ResourceInfo]) -> dict[str, Any]:
+    """The definitions the paths refer to: official ones, and those built from CRDs."""
+    refs = _refs_of(paths)
+    built = {name: s for name, s in crd_openapi.definitions(custom, dialect).items() if name in refs}
+    official = schemas.ref_closure((refs - built.keys()) | crd_openapi.referenced_names(built))
+    convert = schemas.v2_definition if dialect == "v2" else schemas.v3_schema
+    return {**{name: convert(name) for name in official}, **built}
+
+
+def _v3_document(paths: list[_Path], custom: list[ResourceInfo]) -> dict[str, Any]:
     rendered: dict[str, Any] = {}
     for p in paths:
         item: dict[str, Any] = {o.method: _v3_op(o) for o in p.ops}
@@ -464,7 +482,7 @@ def _v3_document(paths: list[_Path]) -> dict[str, Any]:
         rendered[p.path] = item
     return {
         "components": {
-            "schemas": {name: schemas.v3_schema(name) for name in schemas.ref_closure(_refs_of(paths))},
+            "schemas": _definitions(paths, "v3", custom),
             "securitySchemes": {"BearerToken": {"description": "Bearer Token authentication", "in": "header",
                                                 "name": "authorization", "type": "apiKey"}},
         },
@@ -511,7 +529,7 @@ def _v2_op(o: _Op, shared: _SharedParameters) -> dict[str, Any]:
     params.extend(shared.ref(_v2_param(p)) for p in o.params)
     out: dict[str, Any] = {
         "description": o.description,
-        "consumes": list(_PATCH_MEDIA if o.patch else ("*/*",)),
+        "consumes": list(o.consumes),
         "produces": list(_MEDIA + _STREAM_MEDIA if o.stream else _MEDIA),
         "schemes": ["https"],
         "tags": [o.tag],
@@ -532,7 +550,7 @@ def _v2_op(o: _Op, shared: _SharedParameters) -> dict[str, Any]:
     return out
 
 
-def _v2_document(paths: list[_Path]) -> dict[str, Any]:
+def _v2_document(paths: list[_Path], custom: list[ResourceInfo]) -> dict[str, Any]:
     shared = _SharedParameters()
     rendered: dict[str, Any] = {}
     for p in paths:
@@ -544,7 +562,7 @@ def _v2_document(paths: list[_Path]) -> dict[str, Any]:
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
         "paths": rendered,
-        "definitions": {name: schemas.v2_definition(name) for name in schemas.ref_closure(_refs_of(paths))},
+        "definitions": _definitions(paths, "v2", custom),
         "parameters": shared.table,
         "securityDefinitions": {"BearerToken": {"description": "Bearer Token authentication", "type": "apiKey",
                                                 "name": "authorization", "in": "header"}},
@@ -568,6 +586,7 @@ def content_hash(document: bytes) -> str:
 class _Documents:
     def __init__(self, resources: list[ResourceInfo]) -> None:
         self.resources = resources
+        self.custom = [info for info in resources if info.custom is not None]
         self._v2: bytes | None = None
         self._v3: dict[str, bytes] | None = None
         self._lock = threading.Lock()
@@ -590,13 +609,14 @@ class _Documents:
         with self._lock:
             if self._v2 is None:
                 paths = [p for ps in self._all_paths().values() for p in ps]
-                self._v2 = _encode(_v2_document(sorted(paths, key=lambda p: p.path)))
+                self._v2 = _encode(_v2_document(sorted(paths, key=lambda p: p.path), self.custom))
             return self._v2
 
     def v3(self) -> dict[str, bytes]:
         with self._lock:
             if self._v3 is None:
-                self._v3 = {key: _encode(_v3_document(paths)) for key, paths in self._all_paths().items()}
+                self._v3 = {key: _encode(_v3_document(paths, self.custom))
+                            for key, paths in self._all_paths().items()}
             return self._v3
 
 

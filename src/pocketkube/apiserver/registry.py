@@ -24,7 +24,6 @@ from pocketkube.api import errors
 from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
-from pocketkube.apiserver.crd.strategy import CRDStrategies
 from pocketkube.apiserver.fieldmanager import FieldManager
 from pocketkube.apiserver.strategies import StrategySet
 from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
@@ -112,12 +111,9 @@ class Registry:
         self.storage = storage
         self.cache = cache
         self.strategies = strategies
-        self.crd_strategies = CRDStrategies()
         self._field_managers: dict[tuple[str, str, str], FieldManager | None] = {}
 
     def strategy(self, info: ResourceInfo) -> Strategy:
-        if self.crd_strategies.handles(info):  # CRDs and custom resources (apiserver/crd)
-            return self.crd_strategies.strategy_for(info)
         return self.strategies.strategy_for(info)
 
     def field_manager(self, info: ResourceInfo) -> FieldManager | None:
@@ -193,9 +189,8 @@ class Registry:
         generate = not meta.get("name") and bool(meta.get("generateName"))
         if generate:
             meta["name"] = self._generated_name(meta["generateName"])
-        causes = validate_object_meta(meta, info.namespaced, getattr(strategy, "name_validator",
-                                                                       "dns1123subdomain"),
-                                      kube_finalizers=getattr(strategy, "kube_finalizers", True))
+        causes = validate_object_meta(meta, info.namespaced, strategy.name_validator,
+                                      kube_finalizers=strategy.kube_finalizers)
         causes += strategy.validate(obj)
         if causes:
             raise errors.invalid(info.kind, meta.get("name") or meta.get("generateName", ""), info.group, causes)
@@ -348,9 +343,9 @@ class Registry:
             strategy.default(new)
             strategy.prepare_for_update(new, old)
             self._track(info, old, new, opts, subresource)
-            kube_finalizers = getattr(strategy, "kube_finalizers", True)  # False for custom resources
+            kube_finalizers = strategy.kube_finalizers  # False for custom resources
             causes = validate_object_meta(meta, info.namespaced,
-                                          getattr(strategy, "name_validator", "dns1123subdomain"),
+                                          strategy.name_validator,
                                           kube_finalizers=kube_finalizers)
             causes += validate_object_meta_update(meta, old_meta, kube_finalizers=kube_finalizers)
             causes += strategy.validate_update(new, old)

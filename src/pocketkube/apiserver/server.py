@@ -18,7 +18,9 @@ from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver import discovery, openapi
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
+from pocketkube.apiserver.crd.controller import CRDController
 from pocketkube.apiserver.handlers import ResourceHandler, json_response
+from pocketkube.apiserver.nodetoken import ensure_node_token
 from pocketkube.apiserver.pki import ensure_pki, kubeconfig_path, write_kubeconfig
 from pocketkube.apiserver.registry import Registry
 from pocketkube.apiserver.strategies import build_strategies
@@ -28,7 +30,8 @@ from pocketkube.storage.interface import Storage, open_storage
 log = logging.getLogger(__name__)
 
 # Paths that answer without credentials, as upstream's system:public-info-viewer allows.
-_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz")
+# /cacerts is public as in k3s: joining agents fetch the CA there and check it against their token.
+_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/cacerts")
 _AGGREGATED_DISCOVERY = "apidiscovery.k8s.io"
 
 
@@ -96,7 +99,8 @@ class APIServer:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
                                                  service_cidr=config.service_cidr)
-        self.authenticator = Authenticator(pki.ca_cert, pki.token_file)
+        self.node_token = await asyncio.to_thread(ensure_node_token, config.data_dir, pki.ca_cert)
+        self.authenticator = Authenticator(pki.ca_cert, pki.token_file, self.node_token)
         self.storage = open_storage(config.endpoint)
         await self.storage.start()
         self.cache = WatchCache(self.storage)
@@ -108,6 +112,8 @@ class APIServer:
         await strategies.load_existing(
             {"Service": list(self.cache.resource(services.storage_prefix).objects.values())})
         self.handler = ResourceHandler(self.catalog, self.registry)
+        # Established CRDs are served again before /readyz turns 200; the controller then keeps them current.
+        self._tasks.append(await CRDController(self.catalog, self.registry).start())
 
         app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
                               client_max_size=4 * 1024 * 1024)
@@ -201,6 +207,7 @@ class APIServer:
                 app.router.add_get(path + "/", fn)
 
         get("/version", self._version)
+        get("/cacerts", self._cacerts)
         for probe in ("/healthz", "/livez", "/readyz"):
             get(probe, self._health)
             app.router.add_get(probe + "/{check:.+}", self._health)
@@ -214,6 +221,9 @@ class APIServer:
         app.router.add_get("/openapi/v3/{path:.+}", self._openapi_v3)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._core_resource)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._group_resource)
+
+    async def _cacerts(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.pki.ca_cert.read_bytes(), content_type="text/plain")
 
     async def _version(self, request: web.Request) -> web.Response:
         return json_response(version_info(), pretty=True)

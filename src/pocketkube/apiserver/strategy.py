@@ -35,6 +35,10 @@ class Strategy:
     allow_create_on_update = False
     # DELETE answers with the deleted object instead of a Status (pods, services).
     return_deleted_object = False
+    # How metadata.name is validated (see api.validation.validate_object_meta).
+    name_validator = "dns1123subdomain"
+    # Unprefixed finalizers must be Kubernetes' own (false for custom resources, as upstream).
+    kube_finalizers = True
 
     def __init__(self, info: ResourceInfo) -> None:
         self.info = info

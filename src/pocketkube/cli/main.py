@@ -32,6 +32,7 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
                    help="how often storage history is compacted (%(default)s)")
     p.add_argument("--disable-controller-manager", action="store_true",
                    help="do not run the controller manager in this process")
+    p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler in this process")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -40,6 +41,73 @@ def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kubeconfig", type=Path, default=DEFAULT_DATA_DIR / "kubeconfig.yaml",
                    help="credentials and address of the API server (%(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _scheduler_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scheduler", help="run the scheduler against an API server")
+    p.add_argument("--kubeconfig", type=Path, default=DEFAULT_DATA_DIR / "kubeconfig.yaml",
+                   help="credentials and address of the API server (%(default)s)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file")
+    p.add_argument("--leader-elect", default=None, choices=("true", "false"),
+                   help="take the kube-system/kube-scheduler Lease before scheduling (default: from --config, "
+                        "else true)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _run_scheduler(args: argparse.Namespace) -> int:
+    from pocketkube.client.rest import ClientConfig
+    from pocketkube.scheduler.scheduler import run_standalone
+
+    config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    leader_elect = None if args.leader_elect is None else args.leader_elect == "true"
+    return _until_signalled(lambda stop: run_standalone(config, stop, args.config, leader_elect))
+
+
+def _agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="join a cluster as a node agent (for now: simulated nodes)")
+    p.add_argument("--server", required=True, help="API server URL, https://HOST:PORT")
+    p.add_argument("--token", required=True, help="the server's join token (its DATA_DIR/node-token)")
+    p.add_argument("--data-dir", type=Path, default=None, help="agent state directory (keeps the server CA)")
+    p.add_argument("--simulate", type=int, required=True, metavar="N",
+                   help="run N simulated nodes (no containers), like kwok")
+    p.add_argument("--node-name-prefix", default="sim-", help="node names are PREFIX0…PREFIX<N-1> (%(default)s)")
+    p.add_argument("--cpu", default="32", help="cpu capacity of each node (%(default)s)")
+    p.add_argument("--memory", default="256Gi", help="memory capacity of each node (%(default)s)")
+    p.add_argument("--ephemeral-storage", default="100Gi", help="ephemeral-storage capacity (%(default)s)")
+    p.add_argument("--pods", type=int, default=110, help="pod capacity of each node (%(default)s)")
+    p.add_argument("--labels", default="", metavar="K=V,...", help="extra node labels")
+    p.add_argument("--taints", default="", metavar="K[=V]:EFFECT,...", help="taints to register with")
+    p.add_argument("--ready-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds from a container's start until the pod is Ready (%(default)s)")
+    p.add_argument("--lease-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="node Lease renewal period (%(default)s)")
+    p.add_argument("--status-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="node status report period (%(default)s)")
+    p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="pod CIDRs are cut from this (%(default)s)")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24, help="size of each node's podCIDR (%(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from pocketkube.kubelet.simulated import SimulationConfig, parse_labels, parse_taints, run_simulated_agent
+
+    try:
+        config = SimulationConfig(
+            name_prefix=args.node_name_prefix, cpu=args.cpu, memory=args.memory,
+            ephemeral_storage=args.ephemeral_storage, pods=args.pods, labels=parse_labels(args.labels),
+            taints=parse_taints(args.taints), pod_ready_delay=args.ready_delay, lease_interval=args.lease_interval,
+            status_interval=args.status_interval, cluster_cidr=args.cluster_cidr,
+            node_cidr_mask=args.node_cidr_mask_size)
+    except ValueError as err:
+        logging.getLogger("pocketkube").error("%s", err)
+        return 2
+    try:
+        return _until_signalled(lambda stop: run_simulated_agent(args.server, args.token, args.simulate, config,
+                                                                 stop, data_dir=args.data_dir))
+    except ValueError as err:  # a bad token, or a CA that does not match it
+        logging.getLogger("pocketkube").error("cannot join %s: %s", args.server, err)
+        return 1
 
 
 def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -77,7 +145,8 @@ def _run_server(args: argparse.Namespace) -> int:
         cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval)
 
     return _until_signalled(lambda stop: run_server(config, stop,
-                                                   controller_manager=not args.disable_controller_manager))
+                                                   controller_manager=not args.disable_controller_manager,
+                                                   scheduler=not args.disable_scheduler))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _server_parser(sub)
     _controller_manager_parser(sub)
+    _scheduler_parser(sub)
+    _agent_parser(sub)
     sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -107,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_server(args)
     if args.command == "controller-manager":
         return _run_controller_manager(args)
+    if args.command == "scheduler":
+        return _run_scheduler(args)
+    if args.command == "agent":
+        return _run_agent(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -13,11 +13,34 @@ from pocketkube.client.informer import InformerFactory
 from pocketkube.client.leaderelection import LeaderElector
 from pocketkube.client.rest import Client
 from pocketkube.controllers.base import Controller, ControllerContext
+from pocketkube.controllers.cronjob import CronJobController
+from pocketkube.controllers.deployment import DeploymentController
+from pocketkube.controllers.garbagecollector import GarbageCollector
+from pocketkube.controllers.job import JobController
 from pocketkube.controllers.namespace import NamespaceController
+from pocketkube.controllers.nodelifecycle import NodeLifecycleController, TaintEvictionController
+from pocketkube.controllers.podgc import PodGCController
+from pocketkube.controllers.replicaset import ReplicaSetController, ReplicationControllerController
+from pocketkube.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
+from pocketkube.controllers.ttlafterfinished import TTLAfterFinishedController
 
 log = logging.getLogger(__name__)
 
-CONTROLLERS: tuple[type[Controller], ...] = (NamespaceController,)
+CONTROLLERS: tuple[type[Controller], ...] = (
+    NamespaceController,
+    GarbageCollector,
+    ServiceAccountsController,
+    RootCACertPublisher,
+    PodGCController,
+    TTLAfterFinishedController,
+    DeploymentController,
+    ReplicaSetController,
+    ReplicationControllerController,
+    JobController,
+    CronJobController,
+    NodeLifecycleController,
+    TaintEvictionController,
+)
 LEASE_NAME = "kube-controller-manager"
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from pocketkube.api.errors import bad_request
 from pocketkube.api.kinds import ResourceInfo
+from pocketkube.apiserver.crd import columns as crd_columns
 from pocketkube.apiserver.printers import cluster, core, workloads
 from pocketkube.apiserver.printers.base import NAME, Obj, Printer, column, meta, name, parse_time
 from pocketkube.apiserver.printers.docs import DOCS
@@ -26,6 +27,8 @@ INCLUDE_OBJECT_VALUES = ("None", "Metadata", "Object")
 
 
 def _printer(info: ResourceInfo) -> Printer | None:
+    if info.custom is not None:  # additionalPrinterColumns of the CRD's version
+        return crd_columns.printer_for(info)
     return PRINTERS.get((info.group, info.version, info.kind))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
+from pocketkube.apiserver.crd.strategy import CustomResourceDefinitionStrategy, CustomResourceStrategy
 from pocketkube.apiserver.strategy import Obj, Strategy
 
 from . import apps, batch, cluster, core_misc, core_pods, core_services, networking, rbac
@@ -19,6 +20,7 @@ Key = tuple[str, str, str]
 
 # (group, version, plural) -> Strategy class, for every built-in resource but Services (which need allocators).
 _STRATEGIES: dict[Key, Callable[[ResourceInfo], Strategy]] = {
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): CustomResourceDefinitionStrategy,
     ("", "v1", "namespaces"): core_misc.NamespaceStrategy,
     ("", "v1", "pods"): core_pods.PodStrategy,
     ("", "v1", "endpoints"): core_services.EndpointsStrategy,
@@ -74,6 +76,8 @@ class StrategySet:
 
     def _make(self, info: ResourceInfo) -> Strategy:
         key = self._key(info)
+        if info.custom is not None:
+            return CustomResourceStrategy(info)
         if key == ("", "v1", "services"):
             return core_services.ServiceStrategy(info, self.ips, self.node_ports)
         factory = _STRATEGIES.get(key)

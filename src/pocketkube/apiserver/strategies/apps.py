@@ -87,6 +87,16 @@ class _WorkloadStrategy(Strategy):
 
 
 class DeploymentStrategy(_WorkloadStrategy):
+    def prepare_for_status_update(self, new: Obj, old: Obj) -> None:
+        """Upstream resets only spec and labels here: the deployment controller records its revision
+        annotations through /status."""
+        annotations = (new.get("metadata") or {}).get("annotations")
+        super().prepare_for_status_update(new, old)
+        if annotations is None:
+            new["metadata"].pop("annotations", None)
+        else:
+            new["metadata"]["annotations"] = annotations
+
     def default_spec(self, spec: Obj, obj: Obj) -> None:
         if spec.get("replicas") is None:
             spec["replicas"] = 1

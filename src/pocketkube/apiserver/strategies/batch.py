@@ -6,6 +6,7 @@ import zoneinfo
 from typing import Any
 
 from pocketkube.api import validation as v
+from pocketkube.api.cron import ScheduleError, parse_schedule
 from pocketkube.api.errors import Cause, invalid
 from pocketkube.api.selectors import validate_label_selector
 from pocketkube.apiserver.strategy import FieldGetter, Obj, Strategy
@@ -183,75 +184,12 @@ class JobStrategy(Strategy):
         return [v.invalid_value("spec.template", new_t, "field is immutable")]
 
 
-# --- cron schedules --------------------------------------------------------------------------------
-
-_CRON_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-                ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-                    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}),
-                ("day of week", 0, 6, {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri",
-                                                                   "sat"))}))
-_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-
-
-def _parse_value(text: str, names: dict[str, int]) -> int:
-    if text.lower() in names:
-        return names[text.lower()]
-    if not text.isdigit():
-        raise ValueError(f"failed to parse int from {text}: strconv.Atoi: parsing {f_quote(text)}: invalid syntax")
-    return int(text)
-
-
-def f_quote(text: str) -> str:
-    return v.go_quote(text)
-
-
-def _check_field(expr: str, low: int, high: int, names: dict[str, int]) -> None:
-    """robfig/cron getRange for each comma-separated part: *, ?, a, a-b, with an optional /step."""
-    for part in expr.split(","):
-        range_part, _, step_text = part.partition("/")
-        if "/" in part and (not step_text or "/" in step_text):
-            raise ValueError(f"too many slashes: {part}")
-        if range_part in ("*", "?"):
-            start, end = low, high
-        else:
-            bounds = range_part.split("-")
-            if len(bounds) > 2:
-                raise ValueError(f"too many hyphens: {part}")
-            start = _parse_value(bounds[0], names)
-            end = _parse_value(bounds[1], names) if len(bounds) == 2 else start
-        if step_text:
-            if not step_text.isdigit():
-                raise ValueError(f"failed to parse int from {step_text}: strconv.Atoi: parsing "
-                                 f"{f_quote(step_text)}: invalid syntax")
-            if int(step_text) == 0:
-                raise ValueError(f"step of range should be a positive number: {part}")
-        if start < low:
-            raise ValueError(f"beginning of range ({start}) below minimum ({low}): {part}")
-        if end > high:
-            raise ValueError(f"end of range ({end}) above maximum ({high}): {part}")
-        if start > end:
-            raise ValueError(f"beginning of range ({start}) beyond end of range ({end}): {part}")
-
-
 def cron_schedule_error(schedule: str) -> str | None:
     """The robfig/cron standard parser's error for a schedule, or None when it parses."""
-    text = schedule.strip()
-    if text.startswith("@"):
-        if text in _DESCRIPTORS:
-            return None
-        if text.startswith("@every "):
-            return None if text[len("@every "):].strip() else "failed to parse duration @every : time: invalid duration \"\""
-        return f"unrecognized descriptor: {text}"
-    fields = text.split()
-    if len(fields) != 5:
-        return f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]"
-    for expr, (_name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        # Day-of-week 7 means Sunday too.
-        field_high = 7 if low == 0 and high == 6 else high
-        try:
-            _check_field(expr, low, field_high, names)
-        except ValueError as err:
-            return str(err)
+    try:
+        parse_schedule(schedule, "UTC")
+    except ScheduleError as err:
+        return str(err)
     return None
 
 

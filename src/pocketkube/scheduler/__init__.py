@@ -1,0 +1,1 @@
+"""kube-scheduler: scheduling queue, cache with assumed pods, framework with plugins, profiles."""
