@@ -221,13 +221,18 @@ def test_patch_json_and_merge(cluster: Cluster, ns: str) -> None:
 def test_scale_and_replace(cluster: Cluster, ns: str, tmp_path) -> None:
     cluster.create(DEPLOYMENT.format(ns=ns))
     assert "scaled" in cluster.kubectl("scale", "deployment", "app", "-n", ns, "--replicas=3").stdout
-    deploy = json.loads(cluster.kubectl("get", "deploy", "app", "-n", ns, "-o", "json").stdout)
-    assert deploy["spec"]["replicas"] == 3
-    assert deploy["metadata"]["generation"] == 2
-    deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.37"
     path = tmp_path / "deploy.json"
-    path.write_text(json.dumps(deploy))
-    assert "replaced" in cluster.kubectl("replace", "-f", str(path)).stdout
+    for _ in range(10):  # the deployment controller writes status too: replace what we just read
+        deploy = json.loads(cluster.kubectl("get", "deploy", "app", "-n", ns, "-o", "json").stdout)
+        assert deploy["spec"]["replicas"] == 3
+        assert deploy["metadata"]["generation"] == 2
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.37"
+        path.write_text(json.dumps(deploy))
+        replaced = cluster.kubectl("replace", "-f", str(path), check=False)
+        if replaced.returncode == 0:
+            break
+        assert "the object has been modified" in replaced.stderr
+    assert "replaced" in replaced.stdout
     again = cluster.kubectl("replace", "-f", str(path), check=False)  # stale resourceVersion
     assert again.returncode != 0 and "the object has been modified" in again.stderr
     image = cluster.kubectl("get", "deploy", "app", "-n", ns, "-o",

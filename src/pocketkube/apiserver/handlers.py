@@ -37,7 +37,7 @@ from pocketkube.apiserver.registry import (
 )
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
-from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, decode_kv
+from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, WatchItem, decode_kv
 from pocketkube.storage.interface import CompactedError, FutureRevisionError
 
 log = logging.getLogger(__name__)
@@ -534,26 +534,25 @@ class ResourceHandler:
 
         # Snapshot and register with no await in between, so no event falls in a gap.
         watcher = CacheWatcher(key_prefix, matches)
-        backlog: list[tuple[str, Obj]] = []
+        backlog: list[bytes] = []
         try:
             if initial:
-                backlog = [("ADDED", o) for o in cache.items(key_prefix) if matches(o)]
-                if rv not in ("", "0") and send_initial:
-                    pass  # state at a newer-or-equal revision is what NotOlderThan allows
+                # Encoded now, while these are still the cache's current objects.
+                backlog = [stream.encode("ADDED", o, cache.encoded(o) if stream.as_stored else None)
+                           for o in cache.items(key_prefix) if matches(o)]
             elif rv not in ("", "0"):
                 for event in cache.events_since(parse_resource_version(rv)):
-                    if event.revision > 0:
-                        translated = watcher._translate(event)
-                        if translated is not None:
-                            backlog.append(translated)
+                    translated = watcher._translate(event)
+                    if translated is not None:
+                        backlog.append(stream.encode_item(translated))
         except TooOldError as err:
             await stream.send("ERROR", errors.gone(str(err)).to_status())
             return await stream.finish()
         start_revision = self.registry.cache.revision
         cache.watchers.add(watcher)
         try:
-            for event_type, obj in backlog:
-                await stream.send(event_type, obj)
+            for start in range(0, len(backlog), 500):
+                await stream.write(b"".join(backlog[start:start + 500]))
             if send_initial:
                 await stream.bookmark(start_revision, initial_end=True)
             await self._pump(stream, watcher, timeout, request)
@@ -585,14 +584,16 @@ class ResourceHandler:
             if item is None:  # the cache closed this watcher (it fell too far behind)
                 await stream.send("ERROR", errors.gone("the watch fell behind; list again").to_status())
                 return
-            await stream.send(*item)
-            last_sent = loop.time()
-            # Drain what is already queued without waking the loop for each event.
-            while not watcher.queue.empty():
+            # Take what is already queued too, and write it in one go.
+            batch = [stream.encode_item(item)]
+            while not watcher.queue.empty() and len(batch) < 500:
                 item = watcher.queue.get_nowait()
                 if item is None:
+                    await stream.write(b"".join(batch))
                     return
-                await stream.send(*item)
+                batch.append(stream.encode_item(item))
+            await stream.write(b"".join(batch))
+            last_sent = loop.time()
 
     # --- subresources ------------------------------------------------------------------
     async def _subresource(self, request: web.Request, target: req.Target) -> web.StreamResponse:
@@ -628,9 +629,26 @@ class _WatchStream:
             return _partial_metadata(served)
         return served
 
+    @property
+    def as_stored(self) -> bool:
+        """Objects go out exactly as the cache holds them, so their shared JSON can be reused."""
+        return not self.accept.as_kind and self.info.stored_version == self.info.group_version
+
+    def encode(self, event_type: str, obj: Obj, encoded: bytes | None = None) -> bytes:
+        if encoded is None:
+            encoded = orjson.dumps(obj if event_type == "ERROR" else self._convert(obj))
+        return b"".join((b'{"type":"', event_type.encode(), b'","object":', encoded, b"}\n"))
+
+    def encode_item(self, item: WatchItem) -> bytes:
+        event_type, obj, event = item
+        return self.encode(event_type, obj, event.json() if event is not None and self.as_stored else None)
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self.response.write(data)
+
     async def send(self, event_type: str, obj: Obj) -> None:
-        payload = obj if event_type == "ERROR" else self._convert(obj)
-        await self.response.write(orjson.dumps({"type": event_type, "object": payload}) + b"\n")
+        await self.write(self.encode(event_type, obj))
 
     async def bookmark(self, revision: int, initial_end: bool = False) -> None:
         meta: Obj = {"resourceVersion": str(revision)}

@@ -43,6 +43,17 @@ class CacheEvent:
     revision: int
     obj: Obj
     prev: Obj | None
+    _json: bytes | None = None
+
+    def json(self) -> bytes:
+        """The object's JSON, encoded once however many watchers receive it."""
+        if self._json is None:
+            self._json = orjson.dumps(self.obj)
+        return self._json
+
+
+# What a watcher receives: (type, object, the event when the object is the event's own, else None).
+WatchItem = tuple[str, Obj, CacheEvent | None]
 
 
 class TooOldError(Exception):
@@ -58,7 +69,7 @@ class CacheWatcher:
 
     key_prefix: str
     matches: ObjectFilter
-    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[WatchItem | None] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
 
     def offer(self, event: CacheEvent) -> None:
@@ -73,20 +84,20 @@ class CacheWatcher:
             return
         self.queue.put_nowait(kind)
 
-    def _translate(self, event: CacheEvent) -> tuple[str, Obj] | None:
+    def _translate(self, event: CacheEvent) -> WatchItem | None:
         """Selector-aware event type: an object that stops matching is DELETED for this watcher."""
         now = event.type != "DELETED" and self.matches(event.obj)
         before = event.prev is not None and self.matches(event.prev)
         if event.type == "DELETED":
-            return ("DELETED", event.obj) if before or self.matches(event.obj) else None
+            return ("DELETED", event.obj, event) if before or self.matches(event.obj) else None
         if now and before:
-            return ("MODIFIED", event.obj)
+            return ("MODIFIED", event.obj, event)
         if now:
-            return ("ADDED", event.obj)
+            return ("ADDED", event.obj, event)
         if before:
             prev = dict(event.prev or {})
             prev["metadata"] = {**prev.get("metadata", {}), "resourceVersion": str(event.revision)}
-            return ("DELETED", prev)
+            return ("DELETED", prev, None)
         return None
 
 
