@@ -29,7 +29,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing the project into .venv"
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e ".[kubectl,test]"
+    # This machine's pip configuration names local mirrors that may be absent: keep their warnings quiet.
+    quiet_mirrors() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+    .venv/bin/pip install -q --upgrade pip >/dev/null 2> >(quiet_mirrors)
+    .venv/bin/pip install -q -e ".[kubectl,test]" 2> >(quiet_mirrors)
     touch "$stamp"
 fi
