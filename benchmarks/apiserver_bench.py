@@ -62,8 +62,9 @@ class Result:
 def server(datastore: str) -> Iterator[tuple[str, str, Path, int]]:
     data_dir = Path(tempfile.mkdtemp(prefix="pocketkube-bench-"))
     port = free_port()
+    # The API server alone: its own controllers and scheduler would react to the benchmark's objects.
     args = [sys.executable, "-m", "pocketkube.cli.main", "server", "--data-dir", str(data_dir),
-            "--https-port", str(port)]
+            "--https-port", str(port), "--disable-controller-manager", "--disable-scheduler"]
     if datastore:
         args += ["--datastore-endpoint", datastore]
     log = open(data_dir / "server.log", "wb")
@@ -165,6 +166,8 @@ async def api_benchmarks(url: str, token: str, objects: int, list_sizes: tuple[i
         for size in list_sizes:
             ns = f"pods-{size}"
             await call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}}, 201)
+            # No controller manager runs here to make the account pods are admitted with.
+            await call("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "default"}}, 201)
             base = f"/api/v1/namespaces/{ns}/pods"
             await run_clients("(fill)", 50, size, lambda i, b=base: call("POST", b, pod(f"p-{i}"), 201))
             results.append(await run_clients(f"list {size} pods", 1, 5, lambda i, b=base: call("GET", b)))

@@ -1,50 +1,113 @@
-"""What `pocketkube server` runs: the API server and, in the same process, the controller manager and the
-scheduler, each with its own client identity."""
+"""What `pocketkube server` runs: the API server, plus the controller manager and the scheduler.
+
+The two components run as child processes of the server, each with its own client certificate: Python
+runs one thread of Python code at a time per process, so sharing the API server's process would put
+the whole control plane on one core. The server supervises them (restarting one that dies) and they
+die with it (PR_SET_PDEATHSIG), so `pocketkube server` still behaves as one unit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+import sys
+from pathlib import Path
 
-from pocketkube.apiserver.pki import kubeconfig_path
+from pocketkube.apiserver.pki import PKI, kubeconfig_path, write_kubeconfig
 from pocketkube.apiserver.server import APIServer, ServerConfig
 from pocketkube.client.rest import Client, ClientConfig
 from pocketkube.controllers.manager import ControllerManager
-from pocketkube.scheduler.scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1
+RESTART_DELAY_MAX = 30.0
+STOP_GRACE = 10.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM when the server process goes, even on kill -9."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ComponentProcess:
+    """One supervised component: `pocketkube COMMAND --kubeconfig FILE`, restarted with back-off if it dies."""
+
+    def __init__(self, command: str, kubeconfig: Path, verbose: bool = False) -> None:
+        self.command = command
+        self.kubeconfig = kubeconfig
+        self.verbose = verbose
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+
+    async def supervise(self) -> None:
+        delay = 1.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            args = [sys.executable, "-m", "pocketkube.cli.main", self.command, "--kubeconfig", str(self.kubeconfig)]
+            if self.verbose:
+                args.append("--verbose")
+            self.process = await asyncio.create_subprocess_exec(*args, preexec_fn=_die_with_parent)
+            started = loop.time()
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            log.error("%s exited with %s; restarting in %.0f s", self.command, code, delay)
+            await asyncio.sleep(delay)
+            # A component that ran a while before dying starts again quickly; crash loops back off.
+            delay = 1.0 if loop.time() - started > 60 else min(delay * 2, RESTART_DELAY_MAX)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def component_kubeconfig(config: ServerConfig, pki: PKI, server_url: str, command: str, user: str) -> Path:
+    """A kubeconfig for a component's own identity (CN=system:USER), next to the admin's."""
+    path = config.data_dir / "tls" / f"{command}.kubeconfig"
+    cert, key = pki.issue_client_cert(f"system:{user}", [])
+    write_kubeconfig(path, server_url=server_url, pki=pki, user=user, client_cert=cert, client_key=key)
+    return path
+
 
 async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_manager: bool = True,
-                     scheduler: bool = True) -> None:
+                     scheduler: bool = True, verbose: bool = False) -> None:
     """Run until `stop` is set; log one line once /readyz answers 200."""
     server = APIServer(config)
-    clients: list[Client] = []
+    components: list[ComponentProcess] = []
     tasks: list[asyncio.Task[None]] = []
-
-    def component(user: str, run: Callable[[Client], Awaitable[None]]) -> None:
-        cert, key = server.pki.issue_client_cert(f"system:{user}", [])
-        client = Client(ClientConfig(server.url, ca_data=server.pki.ca_cert.read_bytes(), cert_data=cert,
-                                     key_data=key), user_agent=f"pocketkube-{user}")
-        clients.append(client)
-        tasks.append(asyncio.create_task(run(client), name=user))
-
     try:
         await server.start()
         log.info("pocketkube API server ready at %s (kubeconfig %s, datastore %s)", server.url,
                  kubeconfig_path(config.data_dir), config.endpoint.split("://")[0])
-        if controller_manager:
-            component("kube-controller-manager", lambda client: ControllerManager(client).run(stop))
-        if scheduler:
-            component("kube-scheduler", lambda client: run_scheduler(client, stop))
+        wanted = [("controller-manager", "kube-controller-manager", controller_manager),
+                  ("scheduler", "kube-scheduler", scheduler)]
+        for command, user, enabled in wanted:
+            if enabled:
+                kubeconfig = await asyncio.to_thread(component_kubeconfig, config, server.pki, server.url, command,
+                                                     user)
+                component = ComponentProcess(command, kubeconfig, verbose)
+                components.append(component)
+                tasks.append(asyncio.create_task(component.supervise(), name=command))
         await stop.wait()
     finally:
+        await asyncio.gather(*(c.stop() for c in components), return_exceptions=True)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in clients:
-            await client.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await server.stop()
 
 

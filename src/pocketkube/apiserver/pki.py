@@ -167,11 +167,17 @@ def write_kubeconfig(
     cluster_name: str = "default",
     user: str = "default",
     context: str = "default",
+    client_cert: bytes | None = None,
+    client_key: bytes | None = None,
 ) -> None:
-    """Write an admin kubeconfig with the CA and client credentials embedded, as k3s does."""
+    """Write a kubeconfig with the CA and client credentials embedded, as k3s does: the admin's, or the
+    given client certificate and key (a component's own identity)."""
 
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
+
+    cert_data = base64.b64encode(client_cert).decode() if client_cert else b64(pki.admin_cert)
+    key_data = base64.b64encode(client_key).decode() if client_key else b64(pki.admin_key)
 
     config = {
         "apiVersion": "v1",
@@ -189,8 +195,8 @@ def write_kubeconfig(
             {
                 "name": user,
                 "user": {
-                    "client-certificate-data": b64(pki.admin_cert),
-                    "client-key-data": b64(pki.admin_key),
+                    "client-certificate-data": cert_data,
+                    "client-key-data": key_data,
                 },
             }
         ],

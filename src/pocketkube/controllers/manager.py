@@ -78,3 +78,4 @@ class ControllerManager:
                 task.cancel()
             await asyncio.gather(*running, election, return_exceptions=True)
             await informers.stop()
+            await asyncio.wait_for(elector.release(), 5)

@@ -587,6 +587,7 @@ class Scheduler:
             for task in (election, stopping, leading):
                 task.cancel()
             await asyncio.gather(election, stopping, leading, return_exceptions=True)
+            await asyncio.wait_for(elector.release(), 5)
 
     async def _run_leading(self, stop: asyncio.Event, elector: LeaderElector | None) -> None:
         assert self.client is not None
