@@ -12,7 +12,7 @@ from pocketkube.api.errors import Cause
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
 from pocketkube.apiserver.patch import merge_patch
-from pocketkube.apiserver.registry import DeleteOptions, now_rfc3339
+from pocketkube.apiserver.registry import DeleteOptions, WriteOptions, now_rfc3339
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 
@@ -166,52 +166,158 @@ async def _binding(handler: ResourceHandler, request: web.Request, target: req.T
 
 
 # --- eviction -------------------------------------------------------------------------
+# Conflict retries of the pod delete and of the budget's status update (upstream EvictionsRetry).
+EVICTION_RETRIES = 5
+# Upstream MaxDisruptedPodSize: evictions the disruption controller has not yet confirmed.
+MAX_DISRUPTED_PODS = 2000
+_EVICTION_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
+
+
+def _pod_ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _too_many_requests(message: str, cause: str, retry_after: int) -> errors.StatusError:
+    details: Obj = {"causes": [{"reason": "DisruptionBudget", "message": cause}]}
+    headers: dict[str, str] = {}
+    if retry_after:
+        details["retryAfterSeconds"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return errors.StatusError(429, "TooManyRequests", message, details, headers)
+
+
 async def _eviction(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.Response:
+    """pkg/registry/core/pod/storage/eviction.go: delete the pod unless its PodDisruptionBudget forbids it;
+    an allowed disruption is taken from the budget (disruptionsAllowed - 1, the pod in disruptedPods) in
+    one atomic status update before the pod is deleted."""
     body = req.parse_object_body(await req.read_body(request), req.media_type(request))
+    if (body.get("metadata") or {}).get("name") not in (None, target.name):
+        raise errors.bad_request("name in URL does not match name in Eviction object")
     registry = handler.registry
-    pod = await registry.get(target.info, target.namespace, target.name)
-    phase = (pod.get("status") or {}).get("phase")
-    if phase not in ("Succeeded", "Failed"):
-        await _check_disruption_budgets(handler, pod)
     options = body.get("deleteOptions") or {}
     preconditions = options.get("preconditions") or {}
-    await registry.delete(target.info, target.namespace, target.name, DeleteOptions(
-        dry_run=req.dry_run(request) or "All" in (options.get("dryRun") or []),
-        grace_period_seconds=options.get("gracePeriodSeconds"),
-        propagation_policy=options.get("propagationPolicy"),
-        precondition_uid=preconditions.get("uid"),
-        precondition_resource_version=preconditions.get("resourceVersion")))
-    return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "code": 201}, status=201)
+    dry_run = req.dry_run(request) or "All" in (options.get("dryRun") or [])
+
+    async def delete(resource_version: str | None) -> None:
+        await registry.delete(target.info, target.namespace, target.name, DeleteOptions(
+            dry_run=dry_run, grace_period_seconds=options.get("gracePeriodSeconds"),
+            propagation_policy=options.get("propagationPolicy"), precondition_uid=preconditions.get("uid"),
+            precondition_resource_version=resource_version))
+
+    success = web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                 "code": 201}, status=201)
+    # A terminal, pending or already terminating pod is no disruption: delete it directly. Pin the
+    # resourceVersion so that a pod turning Running meanwhile is looked at again (conflicts retry).
+    for attempt in range(EVICTION_RETRIES):
+        pod = await registry.get(target.info, target.namespace, target.name)
+        status = pod.get("status") or {}
+        terminal = status.get("phase") in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp"))
+        if not terminal and status.get("phase") != "Pending":
+            break
+        pinned = preconditions.get("resourceVersion") or (None if terminal else pod["metadata"]["resourceVersion"])
+        try:
+            await delete(pinned)
+            return success
+        except errors.StatusError as err:
+            if err.code != 409 or preconditions.get("resourceVersion") or attempt == EVICTION_RETRIES - 1:
+                raise
+    pdbs = _budgets_for(handler, pod)
+    if len(pdbs) > 1:
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "message": "This pod has more than one PodDisruptionBudget, which the eviction "
+                                             "subresource does not support.", "code": 500}, status=500)
+    pinned = preconditions.get("resourceVersion")
+    if pdbs:
+        pdb = pdbs[0]
+        spec, pdb_status = pdb.get("spec") or {}, pdb.get("status") or {}
+        unhealthy_ok = not _pod_ready(pod) and (
+            spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+            or int(pdb_status.get("currentHealthy") or 0) >= int(pdb_status.get("desiredHealthy") or 0) > 0)
+        if unhealthy_ok:
+            # An unready pod does not count as healthy: deleting it takes nothing from the budget, as long
+            # as it is still unready when deleted.
+            pinned = pinned or pod["metadata"]["resourceVersion"]
+        else:
+            await _take_disruption(handler, pdb["metadata"]["name"], target.namespace, target.name, dry_run)
+    try:
+        await delete(pinned)
+    except errors.StatusError as err:
+        if err.code == 409 and pdbs and not preconditions.get("resourceVersion"):
+            raise _too_many_requests(_EVICTION_MESSAGE, f"The disruption budget {pdbs[0]['metadata']['name']} "
+                                     "is still being processed by the server.", 10) from None
+        raise
+    return success
 
 
-async def _check_disruption_budgets(handler: ResourceHandler, pod: Obj) -> None:
-    """Refuse (429) an eviction that a PodDisruptionBudget covering the pod does not allow."""
+def _budgets_for(handler: ResourceHandler, pod: Obj) -> list[Obj]:
+    """The pod's PodDisruptionBudgets (policy/v1: an empty selector selects every pod in the namespace)."""
     pdb_info = handler.catalog.resource("policy", "v1", "poddisruptionbudgets")
     assert pdb_info is not None
     namespace = pod["metadata"].get("namespace", "")
     labels = pod["metadata"].get("labels") or {}
     cache = handler.registry.cache.resource(pdb_info.storage_prefix)
+    found = []
     for stored in cache.items(f"{pdb_info.storage_prefix}{namespace}/"):
         pdb = from_storage(pdb_info, stored)
         selector = (pdb.get("spec") or {}).get("selector")
         if selector is None:
             continue
         try:
-            if not LabelSelector.from_dict(selector).matches(labels):
-                continue
+            if LabelSelector.from_dict(selector).matches(labels):
+                found.append(pdb)
         except SelectorError:
             continue
-        allowed = int((pdb.get("status") or {}).get("disruptionsAllowed") or 0)
-        if allowed < 1:
-            raise errors.StatusError(429, "TooManyRequests",
-                                     "Cannot evict pod as it would violate the pod's disruption budget.",
-                                     {"causes": [{"reason": "DisruptionBudget", "message":
-                                                  f"The disruption budget {pdb['metadata']['name']} needs "
-                                                  f"{(pdb.get('status') or {}).get('desiredHealthy', 0)} "
-                                                  f"healthy pods and has "
-                                                  f"{(pdb.get('status') or {}).get('currentHealthy', 0)} "
-                                                  f"currently"}]})
+    return found
+
+
+async def _take_disruption(handler: ResourceHandler, name: str, namespace: str, pod_name: str,
+                           dry_run: bool) -> None:
+    """checkAndDecrement: refuse (429) unless the budget allows a disruption, else record it in the budget's
+    status; the registry re-reads and re-checks on write conflicts, so concurrent evictions never overspend."""
+    pdb_info = handler.catalog.resource("policy", "v1", "poddisruptionbudgets")
+    assert pdb_info is not None
+
+    def decrement(pdb: Obj) -> Obj:
+        status = pdb.setdefault("status", {})
+        if int(status.get("observedGeneration") or 0) < int(pdb["metadata"].get("generation") or 0):
+            raise _too_many_requests(_EVICTION_MESSAGE, f"The disruption budget {name} is still being processed "
+                                     "by the server.", 10)
+        allowed = int(status.get("disruptionsAllowed") or 0)
+        if allowed < 0:
+            raise errors.forbidden(f'poddisruptionbudgets.policy "{name}" is forbidden: pdb disruptions allowed '
+                                   "is negative")
+        if len(status.get("disruptedPods") or {}) > MAX_DISRUPTED_PODS:
+            raise errors.forbidden(f'poddisruptionbudgets.policy "{name}" is forbidden: DisruptedPods map too big '
+                                   "- too many evictions not confirmed by PDB controller")
+        if allowed == 0:
+            raise _too_many_requests(_EVICTION_MESSAGE, f"The disruption budget {name} needs "
+                                     f"{int(status.get('desiredHealthy') or 0)} healthy pods and has "
+                                     f"{int(status.get('currentHealthy') or 0)} currently", 0)
+        status["disruptionsAllowed"] = allowed - 1
+        if allowed == 1:
+            _set_disruption_allowed_false(status)
+        status.setdefault("disruptedPods", {})[pod_name] = now_rfc3339()
+        return pdb
+
+    if dry_run:
+        decrement(await handler.registry.get(pdb_info, namespace, name))
+        return
+    await handler.registry.patch(pdb_info, namespace, name, decrement, WriteOptions(), "status")
+
+
+def _set_disruption_allowed_false(status: Obj) -> None:
+    """pdbhelper.UpdateDisruptionAllowedCondition once no disruption is left."""
+    conditions = status.setdefault("conditions", [])
+    new = {"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods", "message": "",
+           "observedGeneration": status.get("observedGeneration", 0)}
+    for cond in conditions:
+        if cond.get("type") == "DisruptionAllowed":
+            if cond.get("status") != "False":
+                cond["lastTransitionTime"] = now_rfc3339()
+            cond.update(new)
+            return
+    conditions.append({**new, "lastTransitionTime": now_rfc3339()})
 
 
 # --- namespace finalize ---------------------------------------------------------------

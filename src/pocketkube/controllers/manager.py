@@ -15,10 +15,14 @@ from pocketkube.client.rest import Client
 from pocketkube.controllers.base import Controller, ControllerContext
 from pocketkube.controllers.cronjob import CronJobController
 from pocketkube.controllers.deployment import DeploymentController
+from pocketkube.controllers.disruption import DisruptionController
+from pocketkube.controllers.endpoints import EndpointsController
+from pocketkube.controllers.endpointslice import EndpointSliceController
 from pocketkube.controllers.garbagecollector import GarbageCollector
 from pocketkube.controllers.job import JobController
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.controllers.nodelifecycle import NodeLifecycleController, TaintEvictionController
+from pocketkube.controllers.persistentvolume import PersistentVolumeController
 from pocketkube.controllers.podgc import PodGCController
 from pocketkube.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from pocketkube.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
@@ -40,6 +44,10 @@ CONTROLLERS: tuple[type[Controller], ...] = (
     CronJobController,
     NodeLifecycleController,
     TaintEvictionController,
+    EndpointsController,
+    EndpointSliceController,
+    PersistentVolumeController,
+    DisruptionController,
 )
 LEASE_NAME = "kube-controller-manager"
 
