@@ -14,6 +14,7 @@ from pocketkube.client.leaderelection import LeaderElector
 from pocketkube.client.rest import Client
 from pocketkube.controllers.base import Controller, ControllerContext
 from pocketkube.controllers.cronjob import CronJobController
+from pocketkube.controllers.daemonset import DaemonSetController
 from pocketkube.controllers.deployment import DeploymentController
 from pocketkube.controllers.disruption import DisruptionController
 from pocketkube.controllers.endpoints import EndpointsController
@@ -26,6 +27,7 @@ from pocketkube.controllers.persistentvolume import PersistentVolumeController
 from pocketkube.controllers.podgc import PodGCController
 from pocketkube.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from pocketkube.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
+from pocketkube.controllers.statefulset import StatefulSetController
 from pocketkube.controllers.ttlafterfinished import TTLAfterFinishedController
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ CONTROLLERS: tuple[type[Controller], ...] = (
     DeploymentController,
     ReplicaSetController,
     ReplicationControllerController,
+    StatefulSetController,
+    DaemonSetController,
     JobController,
     CronJobController,
     NodeLifecycleController,
