@@ -289,7 +289,30 @@ class StatefulSetStrategy(_WorkloadStrategy):
         return errs
 
 
+TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
+
+
 class DaemonSetStrategy(_WorkloadStrategy):
+    """Besides the workload rules: the template generation, kept in an annotation as upstream's apps/v1
+    does (the controller labels pods with it)."""
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        super().prepare_for_create(obj)
+        meta = obj.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_GENERATION_ANNOTATION: "1"}
+
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        super().prepare_for_update(new, old)
+        old_annotations = (old.get("metadata") or {}).get("annotations") or {}
+        try:
+            generation = int(old_annotations.get(TEMPLATE_GENERATION_ANNOTATION, "1"))
+        except ValueError:
+            generation = 1
+        if _spec(new).get("template") != _spec(old).get("template"):
+            generation += 1
+        meta = new.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_GENERATION_ANNOTATION: str(generation)}
+
     def default_spec(self, spec: Obj, obj: Obj) -> None:
         update = spec.setdefault("updateStrategy", {})
         if not update.get("type"):
