@@ -141,4 +141,9 @@ def configmap_yaml(name: str, namespace: str, data: dict[str, str] | None = None
 
 def new_cluster(datastore: str = "", extra_args: list[str] | None = None) -> Cluster:
     data_dir = Path(tempfile.mkdtemp(prefix="pocketkube-it-"))
-    return Cluster(data_dir, free_port(), datastore, extra_args=extra_args or [])
+    args = list(extra_args or [])
+    if "--disable-controller-manager" in args and not any(a.startswith("--disable-admission-plugins") for a in args):
+        # Nothing makes namespaces' `default` service accounts without the controller manager, so pods would
+        # be refused: test servers turn the ServiceAccount plugin off, as upstream's integration tests do.
+        args.append("--disable-admission-plugins=ServiceAccount")
+    return Cluster(data_dir, free_port(), datastore, extra_args=args)

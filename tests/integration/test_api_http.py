@@ -185,3 +185,15 @@ def test_services_get_unique_cluster_ips_and_node_ports(cluster: Cluster, ns: st
     again = cluster.request("POST", base, {"metadata": {"name": "again"}, "spec": {
         "clusterIP": victim, "ports": [{"port": 80}]}})
     assert again.status == 201
+
+
+def test_watch_resumed_in_one_namespace_sees_only_that_namespace(cluster: Cluster, ns: str) -> None:
+    other = f"o-{uuid.uuid4().hex[:8]}"
+    assert cluster.request("POST", "/api/v1/namespaces", {"metadata": {"name": other}}).status == 201
+    rv = cluster.request("GET", f"/api/v1/namespaces/{ns}/configmaps").json()["metadata"]["resourceVersion"]
+    cluster.request("POST", f"/api/v1/namespaces/{other}/configmaps", {"metadata": {"name": "elsewhere"}})
+    cluster.request("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "here"}})
+    resp = cluster.request("GET", f"/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}"
+                                  "&timeoutSeconds=1")
+    names = [json.loads(line)["object"]["metadata"]["name"] for line in resp.body.splitlines() if line.strip()]
+    assert [n for n in names if n != "kube-root-ca.crt"] == ["here"]  # the CA publisher may write meanwhile

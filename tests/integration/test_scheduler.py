@@ -32,6 +32,7 @@ def _res(group: str, plural: str) -> Any:
 
 PODS, NODES, NAMESPACES, EVENTS = _res("", "pods"), _res("", "nodes"), _res("", "namespaces"), _res("", "events")
 DEPLOYMENTS, LEASES = _res("apps", "deployments"), _res("coordination.k8s.io", "leases")
+PRIORITY_CLASSES = _res("scheduling.k8s.io", "priorityclasses")
 _counter = itertools.count()
 IDENTITY = "test-scheduler"
 
@@ -227,17 +228,25 @@ async def test_gpu_pod_only_on_gpu_node(env: Env) -> None:
 async def test_preemption_of_low_priority_pod(env: Env) -> None:
     await env.node("prio-0", cpu="2", labels={"prio": "1"})
     env.start_scheduler()
-    await env.pod("low", cpu="1500m", priority=10, nodeSelector={"prio": "1"}, terminationGracePeriodSeconds=0)
+    # Priority admission sets spec.priority from the pod's PriorityClass (a pod may not set it itself).
+    for name, value in (("low-priority", 10), ("high-priority", 1000)):
+        await env.client.create(PRIORITY_CLASSES, {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                                                   "metadata": {"name": name}, "value": value})
+    await env.pod("low", cpu="1500m", priorityClassName="low-priority", nodeSelector={"prio": "1"},
+                  terminationGracePeriodSeconds=0)
     assert await env.bound("low") == "prio-0"
-    await env.pod("high", cpu="1500m", priority=1000, nodeSelector={"prio": "1"})
+    await env.pod("high", cpu="1500m", priorityClassName="high-priority", nodeSelector={"prio": "1"})
     assert await env.bound("high", timeout=30) == "prio-0"
     with pytest.raises(APIError) as err:
         await env.get_pod("low")
     assert err.value.not_found
-    events = (await env.client.list(EVENTS, env.namespace, field_selector="involvedObject.name=low"))["items"]
     high = await env.get_pod("high")
-    assert any(e["reason"] == "Preempted" and e["message"] == f"Preempted by pod {high['metadata']['uid']} on node "
-               f"prio-0" for e in events)
+
+    async def preempted_event() -> bool:
+        events = (await env.client.list(EVENTS, env.namespace, field_selector="involvedObject.name=low"))["items"]
+        return any(e["reason"] == "Preempted" and e["message"] == f"Preempted by pod {high['metadata']['uid']} "
+                   f"on node prio-0" for e in events)
+    assert await eventually(preempted_event)
 
 
 async def test_pod_waits_for_a_node(env: Env) -> None:
@@ -247,9 +256,13 @@ async def test_pod_waits_for_a_node(env: Env) -> None:
     assert "didn't match Pod's node affinity/selector" in message or message == "no nodes available to schedule pods"
     await env.node("late-node", labels={"waiter-node": "yes"})
     assert await env.bound("waiter", timeout=30) == "late-node"
-    events = (await env.client.list(EVENTS, env.namespace, field_selector="involvedObject.name=waiter"))["items"]
-    assert any(e["reason"] == "Scheduled" and e["message"] == f"Successfully assigned {env.namespace}/waiter to "
-               f"late-node" for e in events)
+
+    async def scheduled_event() -> bool:  # events are recorded after the bind, asynchronously
+        events = (await env.client.list(EVENTS, env.namespace,
+                                        field_selector="involvedObject.name=waiter"))["items"]
+        return any(e["reason"] == "Scheduled" and e["message"] == f"Successfully assigned {env.namespace}/waiter "
+                   f"to late-node" for e in events)
+    assert await eventually(scheduled_event)
 
 
 async def test_two_profiles(env: Env) -> None:
@@ -275,9 +288,11 @@ async def test_leader_election_lease(env: Env) -> None:
     env.start_scheduler()
 
     async def lease() -> Obj | None:
+        """The Lease once this scheduler holds it (an earlier test's scheduler may have just released it)."""
         try:
-            return await env.client.get(LEASES, "kube-scheduler", "kube-system")
+            found = await env.client.get(LEASES, "kube-scheduler", "kube-system")
         except APIError:
             return None
+        return found if found["spec"].get("holderIdentity") == IDENTITY else None
     held = await eventually(lease)
     assert held["spec"]["holderIdentity"] == IDENTITY

@@ -90,7 +90,7 @@ def test_map_delete_directive_empties_the_map() -> None:
 def test_merge_directive_on_a_map_is_refused_like_upstream() -> None:
     original = deployment([{"name": "app", "image": "app:1"}])
     err = patch_error(DEPLOYMENT, original, {"metadata": {"labels": {"$patch": "merge", "a": "b"}}})
-    assert err.code == 500
+    assert err.code == 400
     assert err.message == "unknown patch type: merge in map: map[$patch:merge a:b]"
 
 
@@ -268,11 +268,11 @@ def test_nested_pod_templates_merge_all_the_way_down() -> None:
         {"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}]
 
 
-def test_missing_merge_key_is_upstreams_unknown_500() -> None:
+def test_missing_merge_key_is_a_bad_request() -> None:
     original = deployment([{"name": "app", "image": "app:1"}])
     err = patch_error(DEPLOYMENT, original, template_patch({"containers": [{"image": "nginx:1.25"}]}))
     assert isinstance(err, StatusError)
-    assert (err.code, err.reason) == (500, "")
+    assert (err.code, err.reason) == (400, "BadRequest")
     assert err.message == "map: map[image:nginx:1.25] does not contain declared merge key: name"
 
 
@@ -391,7 +391,7 @@ def test_set_element_order_must_agree_with_the_patch_list() -> None:
     patch = template_patch({"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
                             "containers": [{"name": "b", "image": "b2"}, {"name": "a", "image": "a2"}]})
     err = patch_error(DEPLOYMENT, original, patch)
-    assert err.code == 500
+    assert err.code == 400
     assert "doesn't match $setElementOrder list" in err.message
 
 

@@ -44,13 +44,8 @@ def test_pod_defaults(pods: PodStrategy) -> None:
     assert spec["schedulerName"] == "default-scheduler"
     assert spec["securityContext"] == {}
     assert spec["enableServiceLinks"] is True
-    assert spec["serviceAccountName"] == spec["serviceAccount"] == "default"
-    assert spec["priority"] == 0
-    assert spec["preemptionPolicy"] == "PreemptLowerPriority"
-    assert {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-            "tolerationSeconds": 300} in spec["tolerations"]
-    assert {t["key"] for t in spec["tolerations"]} == {"node.kubernetes.io/not-ready",
-                                                       "node.kubernetes.io/unreachable"}
+    # The service account, priority and default tolerations come from admission (tests/unit/test_admission.py).
+    assert not {"serviceAccountName", "priority", "preemptionPolicy", "tolerations"} & set(spec)
     c = spec["containers"][0]
     assert c["imagePullPolicy"] == "Always"
     assert c["terminationMessagePath"] == "/dev/termination-log"
@@ -93,15 +88,6 @@ def test_qos_burstable(pods: PodStrategy) -> None:
     assert pod["status"]["qosClass"] == "Burstable"
 
 
-def test_explicit_tolerations_not_duplicated(pods: PodStrategy) -> None:
-    tol = {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-           "tolerationSeconds": 10}
-    pod = _create(pods, _pod(tolerations=[tol]))
-    keys = [t["key"] for t in pod["spec"]["tolerations"]]
-    assert keys.count("node.kubernetes.io/not-ready") == 1
-    assert pod["spec"]["tolerations"][0]["tolerationSeconds"] == 10
-
-
 def test_validation_messages(pods: PodStrategy) -> None:
     pod = _create(pods, _pod(containers=[
         {"name": "Web", "image": ""},
@@ -134,8 +120,13 @@ def test_duplicate_volumes(pods: PodStrategy) -> None:
     assert 'spec.volumes[1].name: Duplicate value: "a"' in _texts(pods.validate(pod))
 
 
+# What DefaultTolerationSeconds admission gives every pod.
+_TOLERATIONS = [{"key": k, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+                for k in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+
+
 def test_update_allows_image_and_added_toleration(pods: PodStrategy) -> None:
-    old = _create(pods, _pod())
+    old = _create(pods, _pod(tolerations=_TOLERATIONS))
     new = copy.deepcopy(old)
     new["spec"]["containers"][0]["image"] = "nginx:2"
     new["spec"]["tolerations"].append({"key": "k", "operator": "Exists", "effect": "NoSchedule"})
@@ -157,7 +148,7 @@ def test_update_forbids_other_spec_changes(pods: PodStrategy) -> None:
 
 
 def test_update_forbids_removing_toleration(pods: PodStrategy) -> None:
-    old = _create(pods, _pod())
+    old = _create(pods, _pod(tolerations=_TOLERATIONS))
     new = copy.deepcopy(old)
     new["spec"]["tolerations"] = new["spec"]["tolerations"][:1]
     texts = _texts(pods.validate_update(new, old))

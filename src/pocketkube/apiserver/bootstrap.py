@@ -1,4 +1,5 @@
-"""What every cluster has from its first start: the system namespaces and the `kubernetes` Service."""
+"""What every cluster has from its first start: the system namespaces, the system priority classes and
+the `kubernetes` Service."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from pocketkube.apiserver.registry import Registry, WriteOptions
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# schedulingapiv1.SystemPriorityClasses: made at start-up when absent (an existing one is left alone).
+SYSTEM_PRIORITY_CLASSES = (
+    ("system-node-critical", 2000001000,
+     "Used for system critical pods that must not be moved from their current node."),
+    ("system-cluster-critical", 2000000000,
+     "Used for system critical pods that must run in the cluster, but can be moved to another node if "
+     "necessary."),
+)
 Obj = dict[str, Any]
 
 
@@ -44,6 +53,10 @@ async def bootstrap_cluster(registry: Registry, catalog: ResourceCatalog, *, ser
     for name in SYSTEM_NAMESPACES:
         await _ensure(registry, catalog, "", "namespaces", "",
                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    for name, value, description in SYSTEM_PRIORITY_CLASSES:
+        await _ensure(registry, catalog, "scheduling.k8s.io", "priorityclasses", "", {
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value, "description": description})
     cluster_ip = str(next(ipaddress.ip_network(service_cidr).hosts()))
     await _ensure(registry, catalog, "", "services", "default", {
         "apiVersion": "v1", "kind": "Service",

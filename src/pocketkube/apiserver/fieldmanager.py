@@ -159,6 +159,16 @@ def root_type(definition: str) -> _Type:
     return _named(definition)
 
 
+def custom_root_type(schema: dict[str, Any]) -> _Type:
+    """A custom resource's type from its CRD's openAPIV3Schema, as upstream's CRD type converter builds it:
+    lists are atomic unless x-kubernetes-list-type says otherwise, metadata is ObjectMeta."""
+    compiled = _compile(schema)
+    t = _Type(_STRUCT)
+    t.fields = {**compiled.fields, "apiVersion": _SCALAR_T, "kind": _SCALAR_T,
+                "metadata": _named("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")}
+    return t
+
+
 # Go zero values, from the protobuf field table (pointer / omitempty / omitzero flags per field).
 _PROTO_SCALAR_ZERO: dict[str, Any] = {"string": "", "bool": False, "bytes": None, "double": 0.0, "float": 0.0,
                                       "int32": 0, "int64": 0, "uint32": 0, "uint64": 0}
@@ -447,7 +457,11 @@ def _compare_lists(t: _Type, lhs: list[Any], rhs: list[Any], path: Path, out: Co
 
 def merge(definition: str, lhs: Obj, rhs: Obj) -> Obj:
     """The applied configuration ``rhs`` merged into ``lhs``."""
-    merged = _merge(root_type(definition), lhs, rhs)
+    return _merge_object(root_type(definition), lhs, rhs)
+
+
+def _merge_object(t: _Type, lhs: Obj, rhs: Obj) -> Obj:
+    merged = _merge(t, lhs, rhs)
     return merged if isinstance(merged, dict) else {}
 
 
@@ -816,12 +830,14 @@ class FieldManager:
     ``status`` and ``/status`` tracks nothing else (upstream's reset fields).
     """
 
-    def __init__(self, definition: str, api_version: str, kind: str, has_status: bool = False) -> None:
+    def __init__(self, definition: str, api_version: str, kind: str, has_status: bool = False,
+                 schema: dict[str, Any] | None = None) -> None:
         self.definition = definition
         self.api_version = api_version
         self.kind = kind
         self.has_status = has_status
-        self.type = root_type(definition)
+        # a custom resource brings its CRD's schema; built-in kinds are typed by the official definitions
+        self.type = custom_root_type(schema) if schema is not None else root_type(definition)
 
     # --- public operations ---------------------------------------------------------------------------
 
@@ -963,7 +979,7 @@ class FieldManager:
                subresource: str) -> tuple[Obj | None, Managed]:
         """Updater.Apply: merge, record the applied set, prune, check conflicts."""
         t = self.type
-        merged = merge(self.definition, live, applied)
+        merged = _merge_object(t, live, applied)
         last = managed.get(ident)
         managed = dict(managed)
         applied_set = self._filter(_typed_set(t, applied), subresource).difference(_STRIP)

@@ -78,10 +78,64 @@ def _parse_continue(token: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = orjson.loads(raw)
-        return int(data["rv"]), str(data["start"])
+        revision, start = data["rv"], data["start"]
+        # the token's fields are Go's int64 and string: anything else does not decode
+        if type(revision) is not int or not 0 < revision < 2**63 or not isinstance(start, str):
+            raise ValueError(token)
+        return revision, start
     except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         raise errors.bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                                  "(version meta.k8s.io/v1)") from None
+
+
+def _check_name(obj: Obj, name: str) -> None:
+    """checkName: what a PUT or a patch stores must still name the object of the URL."""
+    meta = obj.get("metadata")
+    found = meta.get("name", "") if isinstance(meta, dict) else ""
+    if found != name:
+        raise errors.bad_request(f"the name of the object ({found}) does not match the name on the URL ({name})")
+
+
+def _validate_list_options(rv: str, rv_match: str, token: str, send_initial_events: bool) -> None:
+    """ValidateListOptions (for a list, not a watch): 422 ListOptions.meta.k8s.io with causes."""
+    causes = []
+    if rv_match:
+        if rv == "":
+            causes.append(errors.Cause("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden unless "
+                                       "resourceVersion is provided", "FieldValueForbidden"))
+        if token:
+            causes.append(errors.Cause("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when "
+                                       "continue is provided", "FieldValueForbidden"))
+        if rv_match not in ("Exact", "NotOlderThan"):
+            causes.append(errors.Cause("resourceVersionMatch", f'Unsupported value: "{rv_match}": supported values: '
+                                       '"Exact", "NotOlderThan", ""', "FieldValueNotSupported"))
+        if rv_match == "Exact" and rv == "0":
+            causes.append(errors.Cause("resourceVersionMatch", 'Forbidden: resourceVersionMatch "exact" is forbidden '
+                                       'for resourceVersion "0"', "FieldValueForbidden"))
+    if send_initial_events:
+        causes.append(errors.Cause("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list",
+                                   "FieldValueForbidden"))
+    if causes:
+        raise errors.invalid("ListOptions", "", "meta.k8s.io", causes)
+
+
+_JSON_KINDS = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+MAX_JSON_PATCH_OPERATIONS = 10000
+
+
+def _json_patch_operations(document: Any) -> list[Any]:
+    """jsonpatch.DecodePatch: a list of operation objects (null ones fail later, when applied)."""
+    if not isinstance(document, list):
+        raise errors.bad_request(f"json: cannot unmarshal {_JSON_KINDS.get(type(document), 'null')} into Go "
+                                 f"value of type jsonpatch.Patch")
+    for op in document:
+        if op is not None and not isinstance(op, dict):
+            raise errors.bad_request(f"json: cannot unmarshal {_JSON_KINDS[type(op)]} into Go value of type "
+                                     f"jsonpatch.Operation")
+    if len(document) > MAX_JSON_PATCH_OPERATIONS:
+        raise errors.too_large(f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, "
+                               f"got {len(document)}")
+    return document
 
 
 def _partial_metadata(obj: Obj) -> Obj:
@@ -162,7 +216,8 @@ class ResourceHandler:
             if causes:
                 raise errors.invalid(options_kind, "", "meta.k8s.io", causes)
         return WriteOptions(dry_run=req.dry_run(request),
-                            field_manager=manager or default_manager(request.headers.get("User-Agent", "")))
+                            field_manager=manager or default_manager(request.headers.get("User-Agent", "")),
+                            user=request.get("user"))
 
     def _render(self, request: web.Request, info: ResourceInfo, obj: Obj, status: int = 200,
                 warnings: list[str] | None = None) -> web.Response:
@@ -197,6 +252,7 @@ class ResourceHandler:
     async def update(self, request: web.Request, target: req.Target, subresource: str = "") -> web.Response:
         info = target.info
         obj, warnings = await self._object_body(request, info)
+        _check_name(obj, target.name)
         result, created = await self.registry.update(info, target.namespace, target.name, obj,
                                                      self._write_options(request, "UpdateOptions"), subresource)
         return self._render(request, info, result, 201 if created else 200, warnings)
@@ -208,21 +264,17 @@ class ResourceHandler:
         if info.custom is not None and content_type not in crd_codec.PATCH_TYPES:
             raise crd_codec.unsupported_patch(content_type)  # no strategic merge patch for custom resources
         if content_type == req.JSON_PATCH:
-            operations = req.parse_document(body, req.JSON)
-            if not isinstance(operations, list):
-                raise errors.bad_request("a JSON patch must be a list of operations")
-            try:
-                patch = jsonpatch.JsonPatch(operations)
-            except (jsonpatch.JsonPatchException, TypeError, KeyError) as err:
-                raise errors.bad_request(f"invalid JSON patch: {err}") from None
+            operations = _json_patch_operations(req.parse_document(body, req.JSON))
 
             def apply(current: Obj) -> Obj:
+                # Upstream only decodes the document up front; a bad op, path or value fails when applied,
+                # as a 422 that keeps the patch library's text out of the answer.
                 try:
-                    patched = patch.apply(current)
+                    patched = jsonpatch.JsonPatch(operations).apply(current)
                 except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError,
-                        IndexError) as err:
-                    raise errors.StatusError(422, "Invalid", f"the server rejected our request due to an error "
-                                             f"in our request: {err}") from None
+                        IndexError, AttributeError):
+                    raise errors.StatusError(422, "Invalid", "the server rejected our request due to an error "
+                                             "in our request") from None
                 return self._decode_patched(info, patched, validation, warnings)
             return apply
         if content_type == req.MERGE_PATCH:
@@ -257,7 +309,12 @@ class ResourceHandler:
         if is_apply:
             return await self._apply(request, target, body, subresource)
         warnings: list[str] = []
-        apply = self._patcher(request, info, body, warnings)
+        patcher = self._patcher(request, info, body, warnings)
+
+        def apply(current: Obj) -> Obj:
+            patched = patcher(current)
+            _check_name(patched, target.name)
+            return patched
         result = await self.registry.patch(info, target.namespace, target.name, apply,
                                            self._write_options(request), subresource)
         return self._render(request, info, result, 200, warnings)
@@ -286,7 +343,9 @@ class ResourceHandler:
                                        subresource=subresource)
             except ApplyConflict as err:
                 raise err.to_status_error() from None
-            return self._decode_patched(info, merged, "Ignore", [])
+            decoded = self._decode_patched(info, merged, "Ignore", [])
+            _check_name(decoded, target.name)
+            return decoded
 
         try:
             result = await self.registry.patch(info, target.namespace, target.name, merge, opts, subresource)
@@ -304,7 +363,10 @@ class ResourceHandler:
             parsed = req.parse_document(body, req.media_type(request))
             if not isinstance(parsed, dict):
                 raise errors.bad_request("DeleteOptions must be an object")
-            data = parsed
+            try:  # typed as upstream decodes it: a wrong type anywhere is a 400, never a crash later
+                data = decode_object("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions", parsed).obj
+            except DecodeError as err:
+                raise err.to_status("DeleteOptions", "v1") from None
         grace = req.int_param(request, "gracePeriodSeconds")
         if grace is None and data.get("gracePeriodSeconds") is not None:
             grace = data["gracePeriodSeconds"]
@@ -329,7 +391,8 @@ class ResourceHandler:
         dry = req.dry_run(request) or "All" in (data.get("dryRun") or [])
         return DeleteOptions(dry_run=dry, grace_period_seconds=grace, propagation_policy=policy,
                              orphan_dependents=orphan, precondition_uid=preconditions.get("uid"),
-                             precondition_resource_version=preconditions.get("resourceVersion"))
+                             precondition_resource_version=preconditions.get("resourceVersion"),
+                             user=request.get("user"))
 
     async def delete(self, request: web.Request, target: req.Target) -> web.Response:
         info = target.info
@@ -437,14 +500,9 @@ class ResourceHandler:
         accept = req.parse_accept(request)
         rv = request.query.get("resourceVersion", "")
         rv_match = request.query.get("resourceVersionMatch", "")
-        if rv_match not in ("", "Exact", "NotOlderThan"):
-            raise errors.bad_request(f"resourceVersionMatch: Unsupported value: \"{rv_match}\"")
-        if rv_match and rv == "":
-            raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
-        limit = req.int_param(request, "limit") or 0
-        if limit < 0:
-            raise errors.bad_request("limit must be a positive integer")
         token = request.query.get("continue", "")
+        _validate_list_options(rv, rv_match, token, "sendInitialEvents" in request.query)
+        limit = max(req.int_param(request, "limit") or 0, 0)  # upstream pages only for a positive limit
         cont = ""
         cached = False  # objects straight from the watch cache (their JSON is reusable)
         if token:
@@ -541,7 +599,7 @@ class ResourceHandler:
                 backlog = [stream.encode("ADDED", o, cache.encoded(o) if stream.as_stored else None)
                            for o in cache.items(key_prefix) if matches(o)]
             elif rv not in ("", "0"):
-                for event in cache.events_since(parse_resource_version(rv)):
+                for event in cache.events_since(parse_resource_version(rv), key_prefix):
                     translated = watcher._translate(event)
                     if translated is not None:
                         backlog.append(stream.encode_item(translated))

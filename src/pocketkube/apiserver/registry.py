@@ -24,6 +24,13 @@ from pocketkube.api import errors
 from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
+from pocketkube.apiserver.admission.interfaces import (
+    CREATE,
+    DELETE,
+    UPDATE,
+    AdmissionAttributes,
+    AdmissionChain,
+)
 from pocketkube.apiserver.fieldmanager import FieldManager
 from pocketkube.apiserver.strategies import StrategySet
 from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
@@ -94,6 +101,8 @@ class WriteOptions:
     field_manager: str = ""
     # False when server-side apply already computed managedFields for this write.
     track_fields: bool = True
+    # The authenticated user (authn.UserInfo) admission plugins see; None for the server's own writes.
+    user: Any = None
 
 
 @dataclass
@@ -104,25 +113,32 @@ class DeleteOptions:
     orphan_dependents: bool | None = None
     precondition_uid: str | None = None
     precondition_resource_version: str | None = None
+    user: Any = None
 
 
 class Registry:
-    def __init__(self, storage: Storage, cache: WatchCache, strategies: StrategySet) -> None:
+    def __init__(self, storage: Storage, cache: WatchCache, strategies: StrategySet,
+                 admission: AdmissionChain | None = None) -> None:
         self.storage = storage
         self.cache = cache
         self.strategies = strategies
-        self._field_managers: dict[tuple[str, str, str], FieldManager | None] = {}
+        # Every write passes it; the server installs the real plugins once the registry exists.
+        self.admission = admission or AdmissionChain()
+        self._field_managers: dict[tuple[str, str, str, str], FieldManager | None] = {}
 
     def strategy(self, info: ResourceInfo) -> Strategy:
         return self.strategies.strategy_for(info)
 
     def field_manager(self, info: ResourceInfo) -> FieldManager | None:
         """The managedFields bookkeeper of a resource (None for kinds without a known schema)."""
-        key = (info.group, info.version, info.plural)
+        # a custom resource is typed by its CRD's current schema: a changed schema is a new manager
+        schema_json = info.custom.schema_json if info.custom is not None else ""
+        key = (info.group, info.version, info.plural, schema_json)
         if key not in self._field_managers:
             try:
                 self._field_managers[key] = FieldManager(info.definition, info.group_version, info.kind,
-                                                         info.has_status)
+                                                         info.has_status,
+                                                         orjson.loads(schema_json) if schema_json else None)
             except (KeyError, ValueError):
                 self._field_managers[key] = None
         return self._field_managers[key]
@@ -185,6 +201,9 @@ class Registry:
             meta.pop(field, None)
         strategy.default(obj)
         self._track(info, None, obj, opts)
+        attrs = AdmissionAttributes(CREATE, info, namespace if info.namespaced else "", meta.get("name") or "",
+                                    obj, dry_run=opts.dry_run, user=opts.user, options=opts)
+        await self.admission.admit(attrs)
         strategy.prepare_for_create(obj)
         generate = not meta.get("name") and bool(meta.get("generateName"))
         if generate:
@@ -194,31 +213,37 @@ class Registry:
         causes += strategy.validate(obj)
         if causes:
             raise errors.invalid(info.kind, meta.get("name") or meta.get("generateName", ""), info.group, causes)
-        if info.namespaced:
-            await self._check_namespace_open(info, namespace, meta["name"])
         meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         if strategy.tracks_generation:
             meta["generation"] = 1
-        await strategy.before_create(obj)
-        if opts.dry_run:
-            await strategy.rollback_create(obj)
-            return obj
-        stored = to_storage(info, obj)
-        for attempt in range(_GENERATE_NAME_TRIES):
-            key = object_key(info, namespace, meta["name"])
-            try:
-                kv = await self.storage.create(key, encode_for_storage(stored))
-                break
-            except KeyExistsError:
-                if not generate or attempt == _GENERATE_NAME_TRIES - 1:
-                    await strategy.rollback_create(obj)
-                    raise errors.already_exists(info.plural, meta["name"], info.group) from None
-                meta["name"] = self._generated_name(meta["generateName"])
-            except BaseException:
+        attrs.name = meta["name"]
+        await self.admission.validate(attrs)
+        try:
+            await strategy.before_create(obj)
+            if opts.dry_run:
                 await strategy.rollback_create(obj)
-                raise
-        return from_storage(info, decode_kv(kv))
+                return obj
+            stored = to_storage(info, obj)
+            for attempt in range(_GENERATE_NAME_TRIES):
+                key = object_key(info, namespace, meta["name"])
+                try:
+                    kv = await self.storage.create(key, encode_for_storage(stored))
+                    break
+                except KeyExistsError:
+                    if not generate or attempt == _GENERATE_NAME_TRIES - 1:
+                        await strategy.rollback_create(obj)
+                        raise errors.already_exists(info.plural, meta["name"], info.group) from None
+                    meta["name"] = self._generated_name(meta["generateName"])
+                except BaseException:
+                    await strategy.rollback_create(obj)
+                    raise
+        except BaseException:
+            await self.admission.aborted(attrs)
+            raise
+        created = from_storage(info, decode_kv(kv))
+        await self.admission.committed(attrs, created)
+        return created
 
     @staticmethod
     def _generated_name(base: str) -> str:
@@ -234,22 +259,6 @@ class Registry:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-
-    async def _check_namespace_open(self, info: ResourceInfo, namespace: str, name: str) -> None:
-        ns_info = self.strategies.catalog.resource("", "v1", "namespaces")
-        assert ns_info is not None
-        ns = self.cached(ns_info, "", namespace)
-        if ns is None:
-            await self.fresh()
-            ns = self.cached(ns_info, "", namespace)
-        if ns is None:
-            raise errors.not_found("namespaces", namespace)
-        if ns.get("metadata", {}).get("deletionTimestamp") or ns.get("status", {}).get("phase") == "Terminating":
-            what = f"{info.plural}.{info.group}" if info.group else info.plural
-            raise StatusError(403, "Forbidden", f'{what} "{name}" is forbidden: unable to create new content in '
-                              f"namespace {namespace} because it is being terminated",
-                              {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
-                                           "message": f"namespace {namespace} is being terminated"}]})
 
     # --- update ----------------------------------------------------------------------
     async def update(self, info: ResourceInfo, namespace: str, name: str, obj: Obj, opts: WriteOptions,
@@ -333,10 +342,17 @@ class Registry:
                 meta.pop(field, None)
         if info.namespaced:
             meta["namespace"] = old_meta.get("namespace")
+        # A binding is a create of pods/binding upstream (refused in a terminating namespace, for one).
+        attrs = AdmissionAttributes(CREATE if subresource == "binding" else UPDATE, info, meta.get("namespace") or "",
+                                    old_meta.get("name", ""), new, old, subresource, opts.dry_run, opts.user, opts)
+        await self.admission.admit(attrs)
         if subresource == "status":
             strategy.prepare_for_status_update(new, old)
             self._track(info, old, new, opts, subresource)
-            causes = strategy.validate_status_update(new, old)
+            # validateCommonFields: generic metadata checks on every update, /status included
+            causes = validate_object_meta(meta, info.namespaced, strategy.name_validator, kube_finalizers=False)
+            causes += validate_object_meta_update(meta, old_meta, kube_finalizers=False)
+            causes += strategy.validate_status_update(new, old)
         elif subresource in ("binding", "finalize"):
             causes = []  # the server built this change itself, to fields the main endpoint protects
         else:
@@ -359,25 +375,37 @@ class Registry:
                                     "FieldValueForbidden"))
         if causes:
             raise errors.invalid(info.kind, meta.get("name", ""), info.group, causes)
+        await self.admission.validate(attrs)
         if new == old:
             return old  # a no-op write keeps the resourceVersion, as upstream
-        await strategy.before_update(new, old)
         try:
-            if opts.dry_run:
+            await strategy.before_update(new, old)
+            try:
+                if opts.dry_run:
+                    await strategy.rollback_update(new, old)
+                    return new
+                if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
+                        not strategy.deletion_blocked(new):
+                    deleted = await self.storage.delete(current.key, current.mod_revision)
+                    await strategy.after_delete(new)
+                    gone = from_storage(info, decode_kv(deleted))
+                    # Admission bookkeeping (quota usage) sees the object go, as after a DELETE.
+                    await self.admission.committed(AdmissionAttributes(
+                        DELETE, info, attrs.namespace, attrs.name, None, gone, user=opts.user,
+                        scratch=attrs.scratch), gone)
+                    return gone
+                kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
+                                               current.mod_revision)
+            except BaseException:
                 await strategy.rollback_update(new, old)
-                return new
-            if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
-                    not strategy.deletion_blocked(new):
-                deleted = await self.storage.delete(current.key, current.mod_revision)
-                await strategy.after_delete(new)
-                return from_storage(info, decode_kv(deleted))
-            kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
-                                           current.mod_revision)
+                raise
         except BaseException:
-            await strategy.rollback_update(new, old)
+            await self.admission.aborted(attrs)
             raise
         await strategy.after_update(new, old)
-        return from_storage(info, decode_kv(kv))
+        updated = from_storage(info, decode_kv(kv))
+        await self.admission.committed(attrs, updated)
+        return updated
 
     # --- delete ----------------------------------------------------------------------
     async def delete(self, info: ResourceInfo, namespace: str, name: str,
@@ -385,6 +413,9 @@ class Registry:
         """Returns (object, deleted now). An object held by finalizers or a grace period stays, marked."""
         strategy = self.strategy(info)
         key = object_key(info, namespace, name)
+        attrs = AdmissionAttributes(DELETE, info, namespace if info.namespaced else "", name, None, None,
+                                    dry_run=opts.dry_run, user=opts.user, options=opts)
+        await self.admission.admit(attrs)
         from_cache = True
         while True:
             current = await self.read_current(info, key, from_cache)
@@ -393,6 +424,8 @@ class Registry:
                 raise errors.not_found(info.plural, name, info.group)
             obj = from_storage(info, decode_kv(current))
             self._check_preconditions(info, obj, opts)
+            attrs.old_object = from_storage(info, decode_kv(current))
+            await self.admission.validate(attrs)
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             policy = opts.propagation_policy
@@ -413,7 +446,9 @@ class Registry:
             except (RevisionMismatchError, KeyNotFoundError):
                 continue
             await strategy.after_delete(obj)
-            return from_storage(info, decode_kv(deleted)), True
+            gone = from_storage(info, decode_kv(deleted))
+            await self.admission.committed(attrs, gone)
+            return gone, True
 
     @staticmethod
     def _check_preconditions(info: ResourceInfo, obj: Obj, opts: DeleteOptions) -> None:
@@ -456,13 +491,10 @@ class Registry:
 
 
 def parse_resource_version(value: str) -> int:
-    try:
-        revision = int(value)
-    except ValueError:
-        raise errors.bad_request(f"invalid resource version: {value}") from None
-    if revision < 0:
+    # strconv.ParseUint(value, 10, 64): digits only, within uint64
+    if not value.isascii() or not value.isdigit() or len(value) > 20 or int(value) >= 2**64:
         raise errors.bad_request(f"invalid resource version: {value}")
-    return revision
+    return int(value)
 
 
 async def gather_ignore_missing(coros: list[Any]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 # Subresources of a namespace itself, as opposed to resources inside it (upstream's RequestInfoFactory).
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Limits of a YAML body checked before it is built (libyaml's composer recurses on the C stack).
+MAX_YAML_DEPTH = 1000
+MAX_YAML_EXPANDED_NODES = 1_000_000
+_INT64_TEXT = re.compile(r"[+-]?[0-9]+")
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -69,18 +74,20 @@ def parse_target(catalog: ResourceCatalog, group: str, version: str, tail: str) 
 
 
 def bool_param(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "")
-    return value.lower() in ("true", "1")
+    """metav1's query conversion (Convert_Slice_string_To_bool): given and not 0/f/false is true."""
+    values = request.query.getall(name, [])
+    return bool(values) and values[0].lower() not in ("0", "f", "false")
 
 
 def int_param(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise errors.bad_request(f"invalid value for {name}: {value!r} is not an integer") from None
+    # strconv.ParseInt: decimal digits with an optional sign (no spaces or "_"), within int64
+    number = int(value) if len(value) <= 20 and _INT64_TEXT.fullmatch(value) else None
+    if number is None or not -(2**63) <= number < 2**63:
+        raise errors.bad_request(f"invalid value for {name}: {value!r} is not an integer")
+    return number
 
 
 def dry_run(request: web.Request) -> bool:
@@ -122,6 +129,7 @@ def parse_document(data: bytes, content_type: str) -> Any:
         raise errors.bad_request("the request body is empty")
     if content_type in (YAML, APPLY_PATCH, "application/x-yaml", "text/yaml"):
         try:
+            _check_yaml_shape(data)
             docs = list(yaml.load_all(data, Loader=_YAML_LOADER))
         except yaml.YAMLError as err:
             raise errors.bad_request(f"error converting YAML to JSON: {err}") from None
@@ -133,6 +141,49 @@ def parse_document(data: bytes, content_type: str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as err:
         raise errors.bad_request(f"error decoding request body: {err}") from None
+
+
+class _YAMLShapeError(yaml.YAMLError):
+    pass
+
+
+def _check_yaml_shape(data: bytes) -> None:
+    """Refuse documents too deep or too alias-heavy to build, before building them.
+
+    libyaml's composer recurses on the C stack, so a deeply nested body would crash the server; the
+    event stream is a flat state machine and cheap to scan first. Aliases are counted expanded, as
+    goyaml counts them, so a few bytes cannot unfold into millions of nodes.
+    """
+    depth = 0
+    written = expanded = 0
+    sizes: dict[str, int] = {}  # finished anchors: their expanded node count
+    open_nodes: list[tuple[str | None, int]] = []  # collections being read: (anchor, expanded at start)
+    for event in yaml.parse(data, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.DocumentStartEvent):
+            sizes.clear()
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _YAMLShapeError(f"yaml: exceeded max depth of {MAX_YAML_DEPTH}")
+            open_nodes.append((event.anchor, expanded))
+            written += 1
+            expanded += 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            anchor, start = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = expanded - start
+        elif isinstance(event, yaml.ScalarEvent):
+            written += 1
+            expanded += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_nodes):
+                raise _YAMLShapeError(f"yaml: anchor '{event.anchor}' value contains itself")
+            expanded += sizes.get(event.anchor, 0)  # an undefined alias is the composer's error
+            if expanded > MAX_YAML_EXPANDED_NODES and expanded > 2 * written:
+                raise _YAMLShapeError("yaml: document contains excessive aliasing")
 
 
 def _yaml_to_json_types(value: Any) -> Any:
@@ -190,7 +241,7 @@ def parse_accept(request: web.Request) -> Accept:
     include = request.query.get("includeObject", "Metadata") or "Metadata"
     if include not in ("None", "Metadata", "Object"):
         raise errors.bad_request(f"includeObject must be None, Metadata or Object, not {include!r}")
-    pretty = bool_param(request, "pretty")
+    pretty = request.query.get("pretty", "") in ("1", "t", "T", "TRUE", "true", "True")  # strconv.ParseBool
     acceptable = False
     for media_range in header.split(","):
         pieces = [p.strip() for p in media_range.split(";")]

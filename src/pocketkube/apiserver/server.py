@@ -16,6 +16,7 @@ from pocketkube import KUBERNETES_VERSION, __version__
 from pocketkube.api import errors
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver import discovery, openapi
+from pocketkube.apiserver.admission import ClusterState, build_chain
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
 from pocketkube.apiserver.crd.controller import CRDController
@@ -47,6 +48,8 @@ class ServerConfig:
     cluster_cidr: str = "10.42.0.0/16"
     # Seconds between compactions; each compacts to the revision seen at the previous one (as upstream).
     compaction_interval: float = 300.0
+    # Admission plugins to leave out (kube-apiserver's --disable-admission-plugins); all others run.
+    disable_admission_plugins: list[str] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -107,6 +110,7 @@ class APIServer:
         await self.cache.start()
         strategies = build_strategies(self.catalog, service_cidr=config.service_cidr)
         self.registry = Registry(self.storage, self.cache, strategies)
+        self.registry.admission = build_chain(ClusterState(self.registry), config.disable_admission_plugins)
         services = self.catalog.resource("", "v1", "services")
         assert services is not None
         await strategies.load_existing(
@@ -185,6 +189,11 @@ class APIServer:
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as err:
+            # Objects are walked recursively and orjson encodes at most 255 levels: a body nested deeper
+            # is the client's error (upstream's decoders stop at a maximum depth too), not a server fault.
+            if isinstance(err, RecursionError) or (isinstance(err, orjson.JSONEncodeError)
+                                                   and "Recursion limit" in str(err)):
+                return json_response(errors.bad_request("the object is nested too deeply").to_status(), 400)
             log.exception("internal error serving %s %s", request.method, request.path)
             return json_response(errors.internal(f"{type(err).__name__}: {err}").to_status(), 500)
 

@@ -11,9 +11,9 @@ its types: only when the original and the patch both hold a map, or both hold a 
 Deliberately faithful quirks: ``$patch: merge`` on a map is an error, a value added where the original
 has nothing is taken with its nulls discarded and its ``$patch`` maps removed (but other directives
 kept), ``$patch: replace`` maps and non-merging lists are taken verbatim, and merging nested containers
-inside a map-typed field (or an unknown struct field) fails with upstream's message. Errors carry the
-status upstream answers with: 400 for malformed directives, 422 for lists of lists and retainKeys
-mismatches, and 500 (reason Unknown, the bare message) for everything else, e.g. a missing merge key.
+inside a map-typed field (or an unknown struct field) fails with upstream's message. Errors carry
+upstream's message; 422 for lists of lists and retainKeys mismatches, as upstream, and 400 for the rest
+(upstream answers those with a reason-less 500: a malformed patch is the client's error, never a 5xx).
 """
 
 from __future__ import annotations
@@ -44,18 +44,19 @@ _BAD_RETAIN_KEYS = "invalid patch format of retainKeys"
 _BAD_SET_ELEMENT_ORDER = "invalid patch format of setElementOrder list"
 _NO_LIST_OF_LISTS = "lists of lists are not supported"
 
-_REASONS = {400: "BadRequest", 422: "Invalid", 500: ""}
+_REASONS = {400: "BadRequest", 422: "Invalid"}
 
 
 class PatchError(errors.StatusError):
-    """A patch the server refuses, rendered as upstream's kube-apiserver renders it.
+    """A patch the server refuses, with the strategicpatch library's message.
 
-    400 and 500 carry the strategicpatch message; 422 (``NewGenericServerResponse``) replaces it with
-    a generic sentence, as upstream does. 500 has reason "" (StatusReasonUnknown), which kubectl shows
-    as ``Error from server: <message>``.
+    Upstream answers the library's own errors (unknown directives, a missing merge key, ...) with a 500
+    and no reason; a malformed patch is the client's error, so pocketkube answers 400 BadRequest with the
+    same message. 422 (``NewGenericServerResponse``) replaces the message with a generic sentence, as
+    upstream does.
     """
 
-    def __init__(self, message: str, code: int = 500) -> None:
+    def __init__(self, message: str, code: int = 400) -> None:
         if code == 422:
             message = "the server rejected our request due to an error in our request"
         super().__init__(code, _REASONS[code], message)

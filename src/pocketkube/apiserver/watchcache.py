@@ -43,6 +43,7 @@ class CacheEvent:
     revision: int
     obj: Obj
     prev: Obj | None
+    key: str
     _json: bytes | None = None
 
     def json(self) -> bytes:
@@ -158,11 +159,11 @@ class ResourceCache:
             out.append(self.objects[k])
         return out
 
-    def events_since(self, revision: int) -> list[CacheEvent]:
-        """Events newer than `revision`; TooOldError if they are no longer all held."""
+    def events_since(self, revision: int, key_prefix: str) -> list[CacheEvent]:
+        """Events under key_prefix newer than `revision`; TooOldError if they are no longer all held."""
         if revision < self.oldest_revision:
             raise TooOldError(revision, self.oldest_revision)
-        return [e for e in self.history if e.revision > revision]
+        return [e for e in self.history if e.revision > revision and e.key.startswith(key_prefix)]
 
     def forget_before(self, revision: int) -> None:
         """Storage compacted: resuming from an older revision must now answer 410, as upstream."""
@@ -236,7 +237,7 @@ class WatchCache:
         cache = self.resource(self._split(kv.key))
         if prev is None and event.type != "ADDED":
             prev = cache.objects.get(kv.key)
-        cache.apply(CacheEvent(event.type, kv.mod_revision, obj, prev), kv.key)
+        cache.apply(CacheEvent(event.type, kv.mod_revision, obj, prev, kv.key), kv.key)
 
     async def _advance(self, revision: int) -> None:
         async with self._progress:

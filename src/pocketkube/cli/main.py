@@ -31,8 +31,10 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="how often storage history is compacted (%(default)s)")
     p.add_argument("--disable-controller-manager", action="store_true",
-                   help="do not run the controller manager in this process")
-    p.add_argument("--disable-scheduler", action="store_true", help="do not run the scheduler in this process")
+                   help="do not start the controller manager with the server")
+    p.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler with the server")
+    p.add_argument("--disable-admission-plugins", default="", metavar="NAMES",
+                   help="comma-separated admission plugins to turn off (all run by default)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -142,11 +144,13 @@ def _run_server(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, bind_address=args.bind_address, https_port=args.https_port,
         datastore_endpoint=args.datastore_endpoint, tls_sans=args.tls_san,
         write_kubeconfig=args.write_kubeconfig, service_cidr=args.service_cidr,
-        cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval)
+        cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval,
+        disable_admission_plugins=[n.strip() for n in args.disable_admission_plugins.split(",") if n.strip()])
 
     return _until_signalled(lambda stop: run_server(config, stop,
                                                    controller_manager=not args.disable_controller_manager,
-                                                   scheduler=not args.disable_scheduler))
+                                                   scheduler=not args.disable_scheduler,
+                                                   verbose=args.verbose))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # Remember recent events this long, so repeats bump a count instead of making new Events.
 AGGREGATION_WINDOW = 600.0
+# At most this many recent events are remembered, least recently seen dropped first (client-go's LRU).
+MAX_RECENT = 4096
 
 
 def _now() -> str:
@@ -42,7 +44,7 @@ class EventRecorder:
             if recent is not None and now - recent[3] < AGGREGATION_WINDOW:
                 name, ns, count, _ = recent
                 await self.client.patch(self.info, name, {"count": count + 1, "lastTimestamp": _now()}, ns)
-                self._recent[key] = (name, ns, count + 1, now)
+                self._remember(key, (name, ns, count + 1, now))
                 return
             stamp = _now()
             created = await self.client.create(self.info, {
@@ -57,11 +59,14 @@ class EventRecorder:
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
                 "reportingComponent": self.component, "reportingInstance": self.host or self.component,
             })
-            self._recent[key] = (created["metadata"]["name"], namespace, 1, now)
-            self._prune(now)
+            self._remember(key, (created["metadata"]["name"], namespace, 1, now))
         except (APIError, OSError) as err:
             log.debug("could not record event %s for %s: %s", reason, meta.get("name"), err)
 
-    def _prune(self, now: float) -> None:
-        if len(self._recent) > 4096:
-            self._recent = {k: v for k, v in self._recent.items() if now - v[3] < AGGREGATION_WINDOW}
+    def _remember(self, key: tuple[str, str, str, str], value: tuple[str, str, int, float]) -> None:
+        """An LRU in insertion order: re-inserting moves the key to the end, the oldest one goes first.
+        (Dropping by age instead rebuilt the whole map on every event once it held MAX_RECENT recent ones.)"""
+        self._recent.pop(key, None)
+        self._recent[key] = value
+        if len(self._recent) > MAX_RECENT:
+            del self._recent[next(iter(self._recent))]

@@ -80,6 +80,18 @@ class Indexer:
     def by_index(self, index: str, value: str) -> list[Obj]:
         return [self._items[k] for k in self._indices[index].get(value, ())]
 
+    def add_indexer(self, name: str, func: IndexFunc) -> None:
+        """Index by one more function (client-go's AddIndexers), existing objects included. A shared
+        informer gets the same index from every controller that asks: the first one wins."""
+        if name in self.indexers:
+            return
+        self.indexers[name] = func
+        index: dict[str, set[str]] = {}
+        self._indices[name] = index
+        for key, obj in self._items.items():
+            for value in func(obj):
+                index.setdefault(value, set()).add(key)
+
     def put(self, obj: Obj) -> Obj | None:
         key = object_key(obj)
         old = self._items.get(key)

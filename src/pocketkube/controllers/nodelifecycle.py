@@ -161,7 +161,8 @@ class NodeLifecycleController(Controller):
         lease = self.leases.store.get(f"{LEASE_NAMESPACE}/{name}")
         if lease is not None:
             self._observe_lease(lease)
-        seen = [t for _, t in (self._lease_seen.get(name), self._heartbeat_seen.get(name)) if t]
+        seen = [entry[1] for entry in (self._lease_seen.get(name), self._heartbeat_seen.get(name))
+                if entry is not None and entry[1]]
         if not seen:
             self._heartbeat_seen[name] = ("", now)
             return now

@@ -208,6 +208,18 @@ def controller_ref(obj: Obj) -> Obj | None:
     return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
 
 
+CONTROLLER_INDEX = "controller"
+
+
+def by_controller(obj: Obj) -> list[str]:
+    """Index value: the controller's uid, or `orphan:<namespace>` for objects without a controller, so a
+    sync reads its own pods and the adoptable ones instead of the whole namespace."""
+    ref = controller_ref(obj)
+    if ref is not None:
+        return [ref.get("uid", "")]
+    return [f"orphan:{obj['metadata'].get('namespace', '')}"]
+
+
 def new_controller_ref(owner: Obj) -> Obj:
     meta = owner["metadata"]
     return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"],
@@ -319,6 +331,7 @@ class ReplicaSetController(Controller):
         self.pod_info = self.ctx.resource("", "v1", "pods")
         self.owners = self.ctx.informer(self.group, self.version, self.plural)
         self.pods = self.ctx.informer("", "v1", "pods")
+        self.pods.store.add_indexer(CONTROLLER_INDEX, by_controller)
         self.expectations = ControllerExpectations()
         self.burst_replicas = BURST_REPLICAS
         self._background: set[asyncio.Task[None]] = set()
@@ -420,13 +433,14 @@ class ReplicaSetController(Controller):
         needs_sync = self.expectations.satisfied(key)
         selector = self.selector(owner)
         namespace, _ = split_key(key)
-        all_pods = self.pods.store.by_index("namespace", namespace)
-        pods = await self._claim_pods(owner, selector, [p for p in all_pods if is_pod_active(p)])
+        # Only ours and the orphans can be claimed: pods of other controllers are never looked at.
+        owned = [p for p in self.pods.store.by_index(CONTROLLER_INDEX, owner["metadata"]["uid"])
+                 if p["metadata"].get("namespace") == namespace]
+        orphans = self.pods.store.by_index(CONTROLLER_INDEX, f"orphan:{namespace}")
+        pods = await self._claim_pods(owner, selector, [p for p in (*owned, *orphans) if is_pod_active(p)])
         # terminatingReplicas (DeploymentReplicaSetTerminatingReplicas, on by default since 1.35): our
         # pods that are going away but still running.
-        terminating = sum(1 for p in all_pods if is_pod_terminating(p)
-                          and (controller_ref(p) or {}).get("uid") == owner["metadata"]["uid"]
-                          and selector.matches(p["metadata"].get("labels")))
+        terminating = sum(1 for p in owned if is_pod_terminating(p) and selector.matches(p["metadata"].get("labels")))
         manage_error: Exception | None = None
         if needs_sync and not owner["metadata"].get("deletionTimestamp"):
             try:

@@ -1,5 +1,5 @@
-"""Pods (pkg/registry/core/pod/strategy.go, SetDefaults_Pod, and the admission plugins whose effect every
-cluster shows: ServiceAccount's default account, DefaultTolerationSeconds, Priority)."""
+"""Pods (pkg/registry/core/pod/strategy.go, SetDefaults_Pod). What admission adds to new pods (the service
+account, default tolerations, priority, LimitRange defaults) is in apiserver/admission."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ from pocketkube.apiserver.strategy import FieldGetter, Obj, Strategy
 from . import _fields as f
 from . import podspec
 
-# Priority admission: the built-in classes, and the value a pod without a class gets.
-SYSTEM_PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
-DEFAULT_TOLERATION_SECONDS = 300
-_NOT_READY = "node.kubernetes.io/not-ready"
-_UNREACHABLE = "node.kubernetes.io/unreachable"
 _QOS_RESOURCES = ("cpu", "memory")
 
 
@@ -109,30 +104,7 @@ class PodStrategy(Strategy):
 
     def prepare_for_create(self, obj: Obj) -> None:
         spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-        self._admit(spec)
         obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
-
-    @staticmethod
-    def _admit(spec: Obj) -> None:
-        """What the default admission chain adds to every new pod."""
-        # ServiceAccount admission.
-        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-        spec["serviceAccountName"] = account
-        spec["serviceAccount"] = account
-        # DefaultTolerationSeconds admission: tolerate not-ready/unreachable nodes for 5 minutes.
-        tolerations = spec.get("tolerations") or []
-        for key in (_NOT_READY, _UNREACHABLE):
-            if not any((t or {}).get("key") == key and (t or {}).get("effect") in ("NoExecute", "", None)
-                       for t in tolerations):
-                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                    "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
-        spec["tolerations"] = tolerations
-        # Priority admission, for the classes that always exist; other classes are resolved by admission.
-        class_name = spec.get("priorityClassName") or ""
-        if spec.get("priority") is None and (not class_name or class_name in SYSTEM_PRIORITY_CLASSES):
-            spec["priority"] = SYSTEM_PRIORITY_CLASSES.get(class_name, 0)
-        if not spec.get("preemptionPolicy") and (not class_name or class_name in SYSTEM_PRIORITY_CLASSES):
-            spec["preemptionPolicy"] = "PreemptLowerPriority"
 
     def validate(self, obj: Obj) -> list[Cause]:
         spec = obj.get("spec")

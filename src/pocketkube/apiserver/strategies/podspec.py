@@ -140,6 +140,12 @@ def default_pod_spec(spec: Obj) -> None:
         spec["terminationGracePeriodSeconds"] = 30
     if not spec.get("schedulerName"):
         spec["schedulerName"] = "default-scheduler"
+    # serviceAccount is the deprecated alias of serviceAccountName: v1 conversion reads it when the new
+    # field is empty and always writes it back from the new one.
+    if not spec.get("serviceAccountName") and spec.get("serviceAccount"):
+        spec["serviceAccountName"] = spec["serviceAccount"]
+    if spec.get("serviceAccountName"):
+        spec["serviceAccount"] = spec["serviceAccountName"]
     for kind in CONTAINER_KINDS:
         for c in spec.get(kind) or []:
             if isinstance(c, dict):
