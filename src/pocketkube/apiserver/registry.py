@@ -164,6 +164,12 @@ class Registry:
         if resource_version not in ("", "0"):
             await self._wait_not_older_than(resource_version)
         elif resource_version == "":
+            if not self.storage.events_are_immediate:
+                # A consistent read of one object: one round trip to the store, as upstream reads etcd.
+                kv = await self.storage.get(object_key(info, namespace, name))
+                if kv is None:
+                    raise errors.not_found(info.plural, name, info.group)
+                return from_storage(info, decode_kv(kv))
             await self.fresh()
         obj = self.cached(info, namespace, name)
         if obj is None:
@@ -182,7 +188,8 @@ class Registry:
         """The object a write starts from. A fresh cache answers first: it holds every acknowledged write,
         so a client reads its own writes; a concurrent writer makes the compare-and-swap fail, and the
         retry reads storage itself."""
-        if from_cache and await self.cache.wait_fresh():
+        # With a remote store, catching the cache up costs more than reading the object itself.
+        if from_cache and self.storage.events_are_immediate and await self.cache.wait_fresh():
             obj = self.cache.resource(info.storage_prefix).objects.get(key)
             if obj is None:
                 return None
@@ -306,7 +313,9 @@ class Registry:
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
             served = from_storage(info, decode_kv(current))
-            new = apply_patch(deep_copy(served))
+            served_version = served["metadata"].get("resourceVersion")
+            # `served` was decoded for this request alone: the patch may change it in place, no copy needed.
+            new = apply_patch(served)
             if not isinstance(new, dict):
                 raise errors.bad_request("the patch did not produce an object")
             new_meta = new.get("metadata")
@@ -314,7 +323,7 @@ class Registry:
                 new_meta = new["metadata"] = {}
             precondition = new_meta.get("resourceVersion") or ""
             # A patch that names a resourceVersion must match it; an unchanged one retries on conflict.
-            explicit = precondition != served["metadata"].get("resourceVersion")
+            explicit = precondition != served_version
             if explicit and precondition and precondition != str(current.mod_revision):
                 raise errors.stale_update(info.plural, name, info.group)
             if new_meta.get("name", name) != name:

@@ -84,6 +84,10 @@ class FutureRevisionError(StorageError):
 class Storage(abc.ABC):
     """MVCC store. Keys are strings such as /registry/core/pods/default/web; values are bytes."""
 
+    # True when this process makes every write and sees its events at once (SQLite): a watch cache fed
+    # by it is current as soon as a write is acknowledged. A remote store (etcd) delivers events later.
+    events_are_immediate = False
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Open the store (create schema / connect)."""

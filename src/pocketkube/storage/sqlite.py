@@ -343,6 +343,8 @@ class _Watcher:
 class SQLiteStorage(Storage):
     """MVCC storage in one SQLite file (see the module docstring for the design)."""
 
+    events_are_immediate = True
+
     def __init__(self, path: str, *, readers: int = 4, watch_buffer: int = 10000) -> None:
         self.path = path
         self._reader_count = readers
