@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import time
 import zoneinfo
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, eventually, running
 
 from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import Client, ClientConfig
+from pocketkube.client.rest import Client
 from pocketkube.controllers.base import ControllerContext
 from pocketkube.controllers.cronjob import SCHEDULED_TIMESTAMP_ANNOTATION, CronJobController
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.namespace import NamespaceController
 
 Obj = dict[str, Any]
@@ -25,7 +23,6 @@ CATALOG = ResourceCatalog()
 JOBS = CATALOG.resource("batch", "v1", "jobs")
 CRONJOBS = CATALOG.resource("batch", "v1", "cronjobs")
 EVENTS = CATALOG.resource("", "v1", "events")
-NAMESPACES = CATALOG.resource("", "v1", "namespaces")
 
 
 class Clock:
@@ -51,46 +48,21 @@ class ClockedCronJobController(CronJobController):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest.fixture
 async def api(server: Cluster) -> AsyncIterator[Client]:
     INSTANCES.clear()
     CLOCK.set(datetime.now(UTC))
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    manager = ControllerManager(client, controllers=(ClockedCronJobController, NamespaceController),
-                                identity="cronjob-controller-tests")
-    running = asyncio.create_task(manager.run(stop))
-    try:
-        await wait_for(lambda: _true(bool(INSTANCES)), what="controller started")
+    async with connect(server) as client, running(client, controllers=(ClockedCronJobController, NamespaceController),
+                                                  identity="cronjob-controller-tests"):
+        await eventually(lambda: _true(bool(INSTANCES)), what="controller started")
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)
-        await client.close()
 
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def at(moment: datetime, ns: str, name: str) -> None:
@@ -98,11 +70,6 @@ async def at(moment: datetime, ns: str, name: str) -> None:
     CLOCK.set(moment)
     INSTANCES[0].queue.add(f"{ns}/{name}")
     await asyncio.sleep(0.3)
-
-
-async def namespace(api: Client, name: str) -> str:
-    await api.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
 
 
 async def create_cronjob(api: Client, ns: str, name: str, schedule: str, **spec: Any) -> Obj:
@@ -157,13 +124,13 @@ async def event_with(api: Client, ns: str, name: str, reason: str) -> list[tuple
 
 
 async def test_fires_on_schedule_with_upstream_names_and_status(api: Client) -> None:
-    ns = await namespace(api, "cron-fire")
+    ns = await create_namespace(api, "cron-fire")
     cj = await create_cronjob(api, ns, "tick", "*/1 * * * *", timeZone="Etc/UTC")
     due = next_minute(created(cj))
     await at(due - timedelta(seconds=1), ns, "tick")
     assert await jobs_of(api, ns) == []  # not yet due
     await at(due + timedelta(seconds=5), ns, "tick")
-    job = (await wait_for(lambda: job_count(api, ns, 1), what="first job"))[0]
+    job = (await eventually(lambda: job_count(api, ns, 1), what="first job"))[0]
     meta = job["metadata"]
     assert meta["name"] == f"tick-{int(due.timestamp()) // 60}"
     assert meta["labels"]["app"] == "tick" and meta["annotations"]["team"] == "batch"
@@ -171,106 +138,106 @@ async def test_fires_on_schedule_with_upstream_names_and_status(api: Client) -> 
     assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "tick",
                                         "uid": cj["metadata"]["uid"], "controller": True,
                                         "blockOwnerDeletion": True}]
-    cj = await wait_for(lambda: _cronjob_where(api, ns, "tick", lambda s: s.get("active")))
+    cj = await eventually(lambda: _cronjob_where(api, ns, "tick", lambda s: s.get("active")))
     assert cj["status"]["lastScheduleTime"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert cj["status"]["active"][0]["name"] == meta["name"] and cj["status"]["active"][0]["kind"] == "Job"
     # The same schedule time never makes a second Job.
     await at(due + timedelta(seconds=30), ns, "tick")
     assert len(await jobs_of(api, ns)) == 1
     await finish_job(api, job, at_time=due + timedelta(seconds=20))
-    cj = await wait_for(lambda: _cronjob_where(api, ns, "tick", lambda s: s.get("lastSuccessfulTime")
+    cj = await eventually(lambda: _cronjob_where(api, ns, "tick", lambda s: s.get("lastSuccessfulTime")
                                                and not s.get("active")))
     assert cj["status"]["lastSuccessfulTime"] == (due + timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
     await at(due + timedelta(minutes=1, seconds=1), ns, "tick")
-    await wait_for(lambda: job_count(api, ns, 2), what="second job")
+    await eventually(lambda: job_count(api, ns, 2), what="second job")
     events = await events_for(api, ns, "tick")
     assert ("Normal", "SuccessfulCreate", f"Created job {meta['name']}") in events
     assert ("Normal", "SawCompletedJob", f"Saw completed job: {meta['name']}, condition: Complete") in events
 
 
 async def test_forbid_skips_while_a_job_runs(api: Client) -> None:
-    ns = await namespace(api, "cron-forbid")
+    ns = await create_namespace(api, "cron-forbid")
     cj = await create_cronjob(api, ns, "solo", "* * * * *", concurrencyPolicy="Forbid")
     due = next_minute(created(cj))
     await at(due + timedelta(seconds=1), ns, "solo")
-    first = (await wait_for(lambda: job_count(api, ns, 1)))[0]
-    await wait_for(lambda: _cronjob_where(api, ns, "solo", lambda s: s.get("active")))
+    first = (await eventually(lambda: job_count(api, ns, 1)))[0]
+    await eventually(lambda: _cronjob_where(api, ns, "solo", lambda s: s.get("active")))
     await at(due + timedelta(minutes=1, seconds=1), ns, "solo")
-    await wait_for(lambda: event_with(api, ns, "solo", "JobAlreadyActive"))
+    await eventually(lambda: event_with(api, ns, "solo", "JobAlreadyActive"))
     assert len(await jobs_of(api, ns)) == 1
     # Once the running Job finishes, the skipped schedule is still due (no deadline): it starts now.
     await finish_job(api, first)
-    jobs = await wait_for(lambda: job_count(api, ns, 2), what="job after the running one finished")
+    jobs = await eventually(lambda: job_count(api, ns, 2), what="job after the running one finished")
     assert jobs[1]["metadata"]["name"] == f"solo-{int(due.timestamp()) // 60 + 1}"
 
 
 async def test_replace_deletes_the_running_job(api: Client) -> None:
-    ns = await namespace(api, "cron-replace")
+    ns = await create_namespace(api, "cron-replace")
     cj = await create_cronjob(api, ns, "swap", "* * * * *", concurrencyPolicy="Replace")
     due = next_minute(created(cj))
     await at(due + timedelta(seconds=1), ns, "swap")
-    first = (await wait_for(lambda: job_count(api, ns, 1)))[0]
-    await wait_for(lambda: _cronjob_where(api, ns, "swap", lambda s: s.get("active")))
+    first = (await eventually(lambda: job_count(api, ns, 1)))[0]
+    await eventually(lambda: _cronjob_where(api, ns, "swap", lambda s: s.get("active")))
     await at(due + timedelta(minutes=1, seconds=1), ns, "swap")
-    jobs = await wait_for(lambda: _jobs_without(api, ns, first["metadata"]["name"]), what="replacement")
+    jobs = await eventually(lambda: _jobs_without(api, ns, first["metadata"]["name"]), what="replacement")
     assert len(jobs) == 1 and jobs[0]["metadata"]["name"] == f"swap-{int(due.timestamp()) // 60 + 1}"
-    cj = await wait_for(lambda: _cronjob_where(api, ns, "swap", lambda s: [a["name"] for a in s.get("active", [])]
+    cj = await eventually(lambda: _cronjob_where(api, ns, "swap", lambda s: [a["name"] for a in s.get("active", [])]
                                                == [jobs[0]["metadata"]["name"]]))
     events = await events_for(api, ns, "swap")
     assert ("Normal", "SuccessfulDelete", f"Deleted job {first['metadata']['name']}") in events
 
 
 async def test_history_limits_remove_oldest_finished_jobs(api: Client) -> None:
-    ns = await namespace(api, "cron-history")
+    ns = await create_namespace(api, "cron-history")
     cj = await create_cronjob(api, ns, "hist", "* * * * *", successfulJobsHistoryLimit=1, failedJobsHistoryLimit=1)
     due = next_minute(created(cj))
     outcomes = ["Complete", "Complete", "Failed", "Failed"]
     for step, outcome in enumerate(outcomes):
         await at(due + timedelta(minutes=step, seconds=1), ns, "hist")
-        job = (await wait_for(lambda: _newest_unfinished(api, ns), what=f"job {step}"))
+        job = (await eventually(lambda: _newest_unfinished(api, ns), what=f"job {step}"))
         await finish_job(api, job, outcome, at_time=due + timedelta(minutes=step, seconds=30))
-        await wait_for(lambda: _cronjob_where(api, ns, "hist", lambda s: not s.get("active")))
+        await eventually(lambda: _cronjob_where(api, ns, "hist", lambda s: not s.get("active")))
     await at(due + timedelta(minutes=3, seconds=40), ns, "hist")
-    jobs = await wait_for(lambda: job_count(api, ns, 2), what="history cleanup")
+    jobs = await eventually(lambda: job_count(api, ns, 2), what="history cleanup")
     minute = int(due.timestamp()) // 60
     assert [j["metadata"]["name"] for j in jobs] == [f"hist-{minute + 1}", f"hist-{minute + 3}"]
 
 
 async def test_missed_schedules_start_only_the_most_recent(api: Client) -> None:
-    ns = await namespace(api, "cron-missed")
+    ns = await create_namespace(api, "cron-missed")
     cj = await create_cronjob(api, ns, "late", "* * * * *")
     start = next_minute(created(cj))
     # Five minutes missed: one Job, for the latest of them; no warning below 100.
     await at(start + timedelta(minutes=4, seconds=10), ns, "late")
-    job = (await wait_for(lambda: job_count(api, ns, 1)))[0]
+    job = (await eventually(lambda: job_count(api, ns, 1)))[0]
     assert job["metadata"]["name"] == f"late-{int(start.timestamp()) // 60 + 4}"
     await finish_job(api, job)
-    await wait_for(lambda: _cronjob_where(api, ns, "late", lambda s: not s.get("active")))
+    await eventually(lambda: _cronjob_where(api, ns, "late", lambda s: not s.get("active")))
     assert not await event_with(api, ns, "late", "TooManyMissedTimes")
     # Three hours later: 180 missed, still one Job, and the warning.
     later = start + timedelta(hours=3, minutes=4, seconds=10)
     await at(later, ns, "late")
-    jobs = await wait_for(lambda: job_count(api, ns, 2))
+    jobs = await eventually(lambda: job_count(api, ns, 2))
     assert jobs[1]["metadata"]["name"] == f"late-{int(later.timestamp()) // 60}"
-    events = await wait_for(lambda: event_with(api, ns, "late", "TooManyMissedTimes"))
+    events = await eventually(lambda: event_with(api, ns, "late", "TooManyMissedTimes"))
     assert ("Warning", "TooManyMissedTimes", "too many missed start times. Set or decrease "
             ".spec.startingDeadlineSeconds or check clock skew") in events
 
 
 async def test_starting_deadline_skips_late_starts(api: Client) -> None:
-    ns = await namespace(api, "cron-deadline")
+    ns = await create_namespace(api, "cron-deadline")
     cj = await create_cronjob(api, ns, "strict", "0 * * * *", startingDeadlineSeconds=60, timeZone="Etc/UTC")
     hour = created(cj).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     await at(hour + timedelta(minutes=5), ns, "strict")
     await asyncio.sleep(0.3)
     assert await jobs_of(api, ns) == []  # five minutes late, past a one-minute deadline
     await at(hour + timedelta(hours=1, seconds=30), ns, "strict")
-    job = (await wait_for(lambda: job_count(api, ns, 1)))[0]
+    job = (await eventually(lambda: job_count(api, ns, 1)))[0]
     assert job["metadata"]["name"] == f"strict-{int((hour + timedelta(hours=1)).timestamp()) // 60}"
 
 
 async def test_time_zone_and_suspend(api: Client) -> None:
-    ns = await namespace(api, "cron-tz")
+    ns = await create_namespace(api, "cron-tz")
     cj = await create_cronjob(api, ns, "tokyo", "0 9 * * *", timeZone="Asia/Tokyo", suspend=True)
     # 09:00 in Tokyo is 00:00 UTC.
     midnight = created(cj).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -278,7 +245,7 @@ async def test_time_zone_and_suspend(api: Client) -> None:
     assert await jobs_of(api, ns) == []  # suspended
     await api.patch(CRONJOBS, "tokyo", {"spec": {"suspend": False}}, ns)
     await at(midnight + timedelta(seconds=20), ns, "tokyo")
-    job = (await wait_for(lambda: job_count(api, ns, 1)))[0]
+    job = (await eventually(lambda: job_count(api, ns, 1)))[0]
     assert job["metadata"]["name"] == f"tokyo-{int(midnight.timestamp()) // 60}"
     tokyo = midnight.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
     assert job["metadata"]["annotations"][SCHEDULED_TIMESTAMP_ANNOTATION] == tokyo.isoformat()

@@ -8,41 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
+import harness
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, found, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import Client, ClientConfig
+from pocketkube.client.rest import Client
 from pocketkube.controllers.daemonset import DaemonSetController
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.podgc import PodGCController
 from pocketkube.controllers.serviceaccount import ServiceAccountsController
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
-from pocketkube.scheduler.scheduler import run_scheduler
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _res(group: str, plural: str) -> Any:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, NODES, NAMESPACES, EVENTS = _res("", "pods"), _res("", "nodes"), _res("", "namespaces"), _res("", "events")
-DS, REVISIONS = _res("apps", "daemonsets"), _res("apps", "controllerrevisions")
+PODS, NODES, EVENTS = resource("", "pods"), resource("", "nodes"), resource("", "events")
+DS, REVISIONS = resource("apps", "daemonsets"), resource("apps", "controllerrevisions")
 NODE_NAMES = ["dsn-0", "dsn-1", "dsn-2"]
 SIM = SimulationConfig(name_prefix="dsn-", pod_ready_delay=0.2, delete_delay=0.1)
 _ns_counter = itertools.count()
+# The checks return a value or None: a value, even an empty list, is the answer.
+eventually = partial(harness.eventually, until=found)
 
 
 class FastPodGC(PodGCController):
@@ -54,31 +46,16 @@ class FastPodGC(PodGCController):
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(c.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(cluster: Cluster) -> AsyncIterator[Client]:
     """The API client, with the controllers, the scheduler and three simulated nodes running."""
-    async with Client(ClientConfig.from_kubeconfig(cluster.kubeconfig)) as c:
-        stop = asyncio.Event()
-        nodes = SimulatedNodes(c, 3, SIM)
-        manager = ControllerManager(c, controllers=(DaemonSetController, GarbageCollector, FastPodGC,
-                                                    ServiceAccountsController), identity="test-ds")
-        tasks = [asyncio.create_task(nodes.run(stop)), asyncio.create_task(run_scheduler(c, stop)),
-                 asyncio.create_task(manager.run(stop))]
-        try:
-            await asyncio.wait_for(nodes.ready.wait(), 30)
-            yield c
-        finally:
-            stop.set()
-            await asyncio.gather(*(asyncio.wait_for(t, 20) for t in tasks), return_exceptions=True)
+    async with connect(cluster) as c, running(
+            c, scheduler=True, nodes=SimulatedNodes(c, 3, SIM), identity="test-ds",
+            controllers=(DaemonSetController, GarbageCollector, FastPodGC, ServiceAccountsController)):
+        yield c
 
 
 class Env:
@@ -125,8 +102,7 @@ class Env:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def env(cluster: Cluster, client: Client) -> AsyncIterator[Env]:
-    namespace = f"ds-{next(_ns_counter)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    namespace = await create_namespace(client, f"ds-{next(_ns_counter)}")
     e = Env(cluster, client, namespace)
     try:
         yield e
@@ -135,17 +111,6 @@ async def env(cluster: Cluster, client: Client) -> AsyncIterator[Env]:
             await client.delete(DS, ds["metadata"]["name"], namespace)
         for name in NODE_NAMES:  # back to plain nodes
             await client.patch(NODES, name, {"metadata": {"labels": {"disk": None}}, "spec": {"taints": None}})
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 def ready(pod: Obj) -> bool:

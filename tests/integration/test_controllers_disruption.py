@@ -5,87 +5,46 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, eventually, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import APIError, Client
 from pocketkube.controllers.deployment import DeploymentController
 from pocketkube.controllers.disruption import DisruptionController
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.controllers.replicaset import ReplicaSetController
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
-from pocketkube.scheduler.scheduler import run_scheduler
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _info(group: str, plural: str) -> ResourceInfo:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, NODES, NAMESPACES = _info("", "pods"), _info("", "nodes"), _info("", "namespaces")
-DEPLOYMENTS, PDBS = _info("apps", "deployments"), _info("policy", "poddisruptionbudgets")
+PODS, NODES = resource("", "pods"), resource("", "nodes")
+DEPLOYMENTS, PDBS = resource("apps", "deployments"), resource("policy", "poddisruptionbudgets")
 _ns = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    nodes = SimulatedNodes(client, 3, SimulationConfig(name_prefix="pdb-", pod_ready_delay=0.5, lease_interval=5,
-                                                       delete_delay=0.2))
-    manager = ControllerManager(client, identity="test-disruption", controllers=(
-        DisruptionController, DeploymentController, ReplicaSetController, GarbageCollector, NamespaceController))
-    tasks = [asyncio.create_task(nodes.run(stop)), asyncio.create_task(run_scheduler(client, stop)),
-             asyncio.create_task(manager.run(stop))]
-    try:
-        await asyncio.wait_for(nodes.ready.wait(), 30)
+    nodes_config = SimulationConfig(name_prefix="pdb-", pod_ready_delay=0.5, lease_interval=5, delete_delay=0.2)
+    async with connect(server) as client, running(
+            client, identity="test-disruption", scheduler=True, nodes=SimulatedNodes(client, 3, nodes_config),
+            controllers=(DisruptionController, DeploymentController, ReplicaSetController, GarbageCollector,
+                         NamespaceController)):
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
 
 
 async def namespace(client: Client) -> str:
-    name = f"pdb-{next(_ns)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
+    return await create_namespace(client, f"pdb-{next(_ns)}")
 
 
 async def deployment(client: Client, ns: str, name: str, replicas: int) -> None:

@@ -4,19 +4,16 @@ test writes itself (not-ready and terminating pods that stay so)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, eventually, get_or_none, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import Client
 from pocketkube.controllers.endpoints import LAST_CHANGE_TRIGGER_TIME, EndpointsController
 from pocketkube.controllers.endpointslice import (
     CONTROLLER_NAME,
@@ -25,25 +22,14 @@ from pocketkube.controllers.endpointslice import (
     EndpointSliceController,
 )
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
-from pocketkube.scheduler.scheduler import run_scheduler
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _info(group: str, plural: str) -> ResourceInfo:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, NODES, SERVICES = _info("", "pods"), _info("", "nodes"), _info("", "services")
-ENDPOINTS, NAMESPACES = _info("", "endpoints"), _info("", "namespaces")
-SLICES = _info("discovery.k8s.io", "endpointslices")
+PODS, NODES, SERVICES = resource("", "pods"), resource("", "nodes"), resource("", "services")
+ENDPOINTS = resource("", "endpoints")
+SLICES = resource("discovery.k8s.io", "endpointslices")
 MANUAL_NODE = "manual-node"
 _ns = itertools.count()
 
@@ -54,63 +40,26 @@ class SmallSlices(EndpointSliceController):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    # A node no kubelet runs: the test sets its pods' statuses.
-    await client.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
-        "name": MANUAL_NODE, "labels": {"kubernetes.io/hostname": MANUAL_NODE,
-                                        "topology.kubernetes.io/zone": "zone-m"}},
-        "spec": {"taints": [{"key": "manual", "effect": "NoSchedule"}]}})
-    stop = asyncio.Event()
-    nodes = SimulatedNodes(client, 2, SimulationConfig(name_prefix="ep-", pod_ready_delay=1.0, lease_interval=5,
-                                                       delete_delay=0.2))
-    manager = ControllerManager(client, identity="test-endpoints", controllers=(
-        EndpointsController, SmallSlices, GarbageCollector, NamespaceController))
-    tasks = [asyncio.create_task(nodes.run(stop)), asyncio.create_task(run_scheduler(client, stop)),
-             asyncio.create_task(manager.run(stop))]
-    try:
-        await asyncio.wait_for(nodes.ready.wait(), 30)
-        yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
-
-
-async def get_or_none(client: Client, info: ResourceInfo, name: str, namespace: str = "") -> Obj | None:
-    try:
-        return await client.get(info, name, namespace)
-    except APIError as err:
-        if err.not_found:
-            return None
-        raise
+    async with connect(server) as client:
+        # A node no kubelet runs: the test sets its pods' statuses.
+        await client.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": MANUAL_NODE, "labels": {"kubernetes.io/hostname": MANUAL_NODE,
+                                            "topology.kubernetes.io/zone": "zone-m"}},
+            "spec": {"taints": [{"key": "manual", "effect": "NoSchedule"}]}})
+        nodes_config = SimulationConfig(name_prefix="ep-", pod_ready_delay=1.0, lease_interval=5, delete_delay=0.2)
+        async with running(client, identity="test-endpoints", scheduler=True,
+                           nodes=SimulatedNodes(client, 2, nodes_config),
+                           controllers=(EndpointsController, SmallSlices, GarbageCollector, NamespaceController)):
+            yield client
 
 
 async def namespace(client: Client) -> str:
-    name = f"ep-{next(_ns)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
+    return await create_namespace(client, f"ep-{next(_ns)}")
 
 
 async def service(client: Client, ns: str, name: str, **spec: Any) -> Obj:

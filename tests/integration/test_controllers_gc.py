@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import harness
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, eventually, running
 
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import APIError, Client
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
@@ -36,45 +36,17 @@ class FastGarbageCollector(GarbageCollector):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    manager = ControllerManager(client, controllers=(FastGarbageCollector,), identity="test-gc")
-    task = asyncio.create_task(manager.run(stop))
-    try:
+    async with connect(server) as client, running(client, controllers=(FastGarbageCollector,), identity="test-gc"):
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 async def get_or_none(client: Client, info: ResourceInfo, name: str, namespace: str = NS) -> Obj | None:
-    try:
-        return await client.get(info, name, namespace)
-    except APIError as err:
-        if err.not_found:
-            return None
-        raise
+    return await harness.get_or_none(client, info, name, namespace)
 
 
 async def gone(client: Client, info: ResourceInfo, *names: str, namespace: str = NS) -> bool:

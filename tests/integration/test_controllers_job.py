@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, eventually, running
 
 from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import Client, ClientConfig
+from pocketkube.client.rest import Client
 from pocketkube.controllers.job import COMPLETION_INDEX_ANNOTATION, TRACKING_FINALIZER, JobController
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.namespace import NamespaceController
 
 Obj = dict[str, Any]
@@ -24,7 +23,6 @@ CATALOG = ResourceCatalog()
 PODS = CATALOG.resource("", "v1", "pods")
 JOBS = CATALOG.resource("batch", "v1", "jobs")
 EVENTS = CATALOG.resource("", "v1", "events")
-NAMESPACES = CATALOG.resource("", "v1", "namespaces")
 BACKOFF = 1.0
 
 
@@ -38,44 +36,14 @@ class FastJobController(JobController):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest.fixture
 async def api(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    manager = ControllerManager(client, controllers=(FastJobController, NamespaceController),
-                                identity="job-controller-tests")
-    running = asyncio.create_task(manager.run(stop))
-    try:
+    async with connect(server) as client, running(client, controllers=(FastJobController, NamespaceController),
+                                                  identity="job-controller-tests"):
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)
-        await client.close()
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def namespace(api: Client, name: str) -> str:
-    await api.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
 
 
 def job_manifest(name: str, **spec: Any) -> Obj:
@@ -130,10 +98,10 @@ async def events_for(api: Client, ns: str, name: str) -> list[tuple[str, str, st
 
 
 async def test_completions_with_parallelism(api: Client) -> None:
-    ns = await namespace(api, "job-parallel")
+    ns = await create_namespace(api, "job-parallel")
     job = await api.create(JOBS, job_manifest("work", completions=4, parallelism=2), ns)
     uid = job["metadata"]["uid"]
-    pods = await wait_for(lambda: _count(api, ns, "work", 2), what="two pods")
+    pods = await eventually(lambda: _count(api, ns, "work", 2), what="two pods")
     for pod in pods:
         meta = pod["metadata"]
         assert meta["generateName"] == "work-"
@@ -142,20 +110,20 @@ async def test_completions_with_parallelism(api: Client) -> None:
         assert meta["finalizers"] == [TRACKING_FINALIZER]
         assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "work", "uid": uid,
                                             "controller": True, "blockOwnerDeletion": True}]
-    status = (await wait_for(lambda: _job_where(api, ns, "work", lambda s: s.get("active") == 2)))["status"]
+    status = (await eventually(lambda: _job_where(api, ns, "work", lambda s: s.get("active") == 2)))["status"]
     assert status["ready"] == 0 and status["terminating"] == 0 and status["startTime"]
     # Parallelism caps the running pods: one success makes room for exactly one more.
     await finish(api, pods[0])
-    await wait_for(lambda: _job_where(api, ns, "work", lambda s: s.get("succeeded") == 1 and s.get("active") == 2),
+    await eventually(lambda: _job_where(api, ns, "work", lambda s: s.get("succeeded") == 1 and s.get("active") == 2),
                    what="one success, two active")
     assert len(await pods_of(api, ns, "work")) == 3
     finished_pod = await api.get(PODS, pods[0]["metadata"]["name"], ns)
     assert TRACKING_FINALIZER not in (finished_pod["metadata"].get("finalizers") or [])
     for _ in range(3):
-        live = await wait_for(lambda: pods_of(api, ns, "work", live_only=True), what="a live pod")
+        live = await eventually(lambda: pods_of(api, ns, "work", live_only=True), what="a live pod")
         await finish(api, live[0])
         await asyncio.sleep(0.2)
-    job = await wait_for(lambda: _job_where(api, ns, "work", lambda s: condition({"status": s}, "Complete")),
+    job = await eventually(lambda: _job_where(api, ns, "work", lambda s: condition({"status": s}, "Complete")),
                          what="Complete")
     status = job["status"]
     assert status["succeeded"] == 4 and not status.get("failed") and not status.get("active")
@@ -165,46 +133,46 @@ async def test_completions_with_parallelism(api: Client) -> None:
     assert complete and complete["status"] == "True" and complete["reason"] == "CompletionsReached"
     assert complete["message"] == "Reached expected number of succeeded pods"
     assert len(await pods_of(api, ns, "work")) == 4  # never more pods than completions
-    events = await wait_for(lambda: _events_with(api, ns, "work", "Completed"))
+    events = await eventually(lambda: _events_with(api, ns, "work", "Completed"))
     assert ("Normal", "Completed", "Job completed") in events
     assert sum(1 for e in events if e[1] == "SuccessfulCreate") == 4
 
 
 async def test_work_queue_job_completes_when_one_succeeds_and_the_rest_finish(api: Client) -> None:
-    ns = await namespace(api, "job-queue")
+    ns = await create_namespace(api, "job-queue")
     await api.create(JOBS, job_manifest("queue", parallelism=2), ns)
     job = await get_job(api, ns, "queue")
     assert job["spec"].get("completions") is None
-    pods = await wait_for(lambda: _count(api, ns, "queue", 2))
+    pods = await eventually(lambda: _count(api, ns, "queue", 2))
     await finish(api, pods[0])
-    await wait_for(lambda: _job_where(api, ns, "queue", lambda s: s.get("succeeded") == 1))
+    await eventually(lambda: _job_where(api, ns, "queue", lambda s: s.get("succeeded") == 1))
     await asyncio.sleep(0.3)
     assert len(await pods_of(api, ns, "queue")) == 2  # after a success no new pod starts
     assert not condition(await get_job(api, ns, "queue"), "Complete")
     await finish(api, pods[1])
-    job = await wait_for(lambda: _job_where(api, ns, "queue", lambda s: condition({"status": s}, "Complete")))
+    job = await eventually(lambda: _job_where(api, ns, "queue", lambda s: condition({"status": s}, "Complete")))
     assert job["status"]["succeeded"] == 2
 
 
 async def test_retries_back_off_then_backoff_limit_exceeded(api: Client) -> None:
-    ns = await namespace(api, "job-backoff")
+    ns = await create_namespace(api, "job-backoff")
     await api.create(JOBS, job_manifest("flaky", backoffLimit=2), ns)
-    first = (await wait_for(lambda: _count(api, ns, "flaky", 1)))[0]
+    first = (await eventually(lambda: _count(api, ns, "flaky", 1)))[0]
     failed_at = await finish(api, first, exit_code=1)
-    await wait_for(lambda: _job_where(api, ns, "flaky", lambda s: s.get("failed") == 1))
+    await eventually(lambda: _job_where(api, ns, "flaky", lambda s: s.get("failed") == 1))
     # The replacement waits for the back-off (1 s after the failure), not a moment less.
     await asyncio.sleep(max(failed_at + 0.5 - time.time(), 0))
     assert len(await pods_of(api, ns, "flaky")) == 1
-    second = (await wait_for(lambda: _count(api, ns, "flaky", 2), what="first retry"))[1]
+    second = (await eventually(lambda: _count(api, ns, "flaky", 2), what="first retry"))[1]
     assert time.time() >= failed_at + BACKOFF - 0.05
     failed_at = await finish(api, second, exit_code=1)
     # Second consecutive failure: the back-off doubles to 2 s.
     await asyncio.sleep(max(failed_at + 1.5 - time.time(), 0))
     assert len(await pods_of(api, ns, "flaky")) == 2
-    third = (await wait_for(lambda: _count(api, ns, "flaky", 3), what="second retry"))[2]
+    third = (await eventually(lambda: _count(api, ns, "flaky", 3), what="second retry"))[2]
     assert time.time() >= failed_at + 2 * BACKOFF - 0.05
     await finish(api, third, exit_code=1)
-    job = await wait_for(lambda: _job_where(api, ns, "flaky", lambda s: condition({"status": s}, "Failed")),
+    job = await eventually(lambda: _job_where(api, ns, "flaky", lambda s: condition({"status": s}, "Failed")),
                          what="Failed")
     assert job["status"]["failed"] == 3 and not job["status"].get("active")
     target, failed = condition(job, "FailureTarget"), condition(job, "Failed")
@@ -214,15 +182,15 @@ async def test_retries_back_off_then_backoff_limit_exceeded(api: Client) -> None
     assert not job["status"].get("completionTime")
     await asyncio.sleep(BACKOFF * 1.5)
     assert len(await pods_of(api, ns, "flaky")) == 3  # no retry after the limit
-    events = await wait_for(lambda: _events_with(api, ns, "flaky", "BackoffLimitExceeded"))
+    events = await eventually(lambda: _events_with(api, ns, "flaky", "BackoffLimitExceeded"))
     assert ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit") in events
 
 
 async def test_active_deadline_fails_the_job_and_removes_its_pods(api: Client) -> None:
-    ns = await namespace(api, "job-deadline")
+    ns = await create_namespace(api, "job-deadline")
     await api.create(JOBS, job_manifest("slow", parallelism=2, completions=2, activeDeadlineSeconds=2), ns)
-    await wait_for(lambda: _count(api, ns, "slow", 2))
-    job = await wait_for(lambda: _job_where(api, ns, "slow", lambda s: condition({"status": s}, "Failed")),
+    await eventually(lambda: _count(api, ns, "slow", 2))
+    job = await eventually(lambda: _job_where(api, ns, "slow", lambda s: condition({"status": s}, "Failed")),
                          timeout=10, what="DeadlineExceeded")
     failed = condition(job, "Failed")
     assert failed and failed["reason"] == "DeadlineExceeded"
@@ -230,13 +198,13 @@ async def test_active_deadline_fails_the_job_and_removes_its_pods(api: Client) -
     assert job["status"]["failed"] == 2 and not job["status"].get("active")
     assert job["status"]["terminating"] == 0
     # The pods were deleted; once their finalizer went they were gone (no kubelet holds them).
-    await wait_for(lambda: _none_left(api, ns, "slow"), what="pods gone")
+    await eventually(lambda: _none_left(api, ns, "slow"), what="pods gone")
 
 
 async def test_indexed_job(api: Client) -> None:
-    ns = await namespace(api, "job-indexed")
+    ns = await create_namespace(api, "job-indexed")
     await api.create(JOBS, job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed"), ns)
-    pods = await wait_for(lambda: _count(api, ns, "idx", 3))
+    pods = await eventually(lambda: _count(api, ns, "idx", 3))
     by_index = {int(p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION]): p for p in pods}
     assert sorted(by_index) == [0, 1, 2]
     for index, pod in by_index.items():
@@ -249,29 +217,29 @@ async def test_indexed_job(api: Client) -> None:
             in spec["containers"][0]["env"]
     await finish(api, by_index[0])
     await finish(api, by_index[2])
-    await wait_for(lambda: _job_where(api, ns, "idx", lambda s: s.get("completedIndexes") == "0,2"))
+    await eventually(lambda: _job_where(api, ns, "idx", lambda s: s.get("completedIndexes") == "0,2"))
     await finish(api, by_index[1], exit_code=3)
     # Index 1 is retried (after the back-off) with the same index.
-    retry = await wait_for(lambda: _count(api, ns, "idx", 4), what="retry of index 1")
+    retry = await eventually(lambda: _count(api, ns, "idx", 4), what="retry of index 1")
     new = [p for p in retry if p["metadata"]["name"] not in {q["metadata"]["name"] for q in pods}][0]
     assert new["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION] == "1"
     await finish(api, new)
-    job = await wait_for(lambda: _job_where(api, ns, "idx", lambda s: condition({"status": s}, "Complete")))
+    job = await eventually(lambda: _job_where(api, ns, "idx", lambda s: condition({"status": s}, "Complete")))
     assert job["status"]["completedIndexes"] == "0-2"
     assert job["status"]["succeeded"] == 3 and job["status"]["failed"] == 1
 
 
 async def test_backoff_limit_per_index(api: Client) -> None:
-    ns = await namespace(api, "job-per-index")
+    ns = await create_namespace(api, "job-per-index")
     await api.create(JOBS, job_manifest("per", completions=2, parallelism=2, completionMode="Indexed",
                                         backoffLimitPerIndex=0), ns)
-    pods = await wait_for(lambda: _count(api, ns, "per", 2))
+    pods = await eventually(lambda: _count(api, ns, "per", 2))
     by_index = {p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION]: p for p in pods}
     assert by_index["0"]["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"] == "0"
     await finish(api, by_index["0"], exit_code=1)
-    await wait_for(lambda: _job_where(api, ns, "per", lambda s: s.get("failedIndexes") == "0"))
+    await eventually(lambda: _job_where(api, ns, "per", lambda s: s.get("failedIndexes") == "0"))
     await finish(api, by_index["1"])
-    job = await wait_for(lambda: _job_where(api, ns, "per", lambda s: condition({"status": s}, "Failed")))
+    job = await eventually(lambda: _job_where(api, ns, "per", lambda s: condition({"status": s}, "Failed")))
     failed = condition(job, "Failed")
     assert failed and failed["reason"] == "FailedIndexes" and failed["message"] == "Job has failed indexes"
     assert job["status"]["completedIndexes"] == "1" and job["status"]["failedIndexes"] == "0"
@@ -279,40 +247,40 @@ async def test_backoff_limit_per_index(api: Client) -> None:
 
 
 async def test_suspend_and_resume(api: Client) -> None:
-    ns = await namespace(api, "job-suspend")
+    ns = await create_namespace(api, "job-suspend")
     await api.create(JOBS, job_manifest("paused", parallelism=2, completions=2, suspend=True), ns)
-    job = await wait_for(lambda: _job_where(api, ns, "paused", lambda s: condition({"status": s}, "Suspended")))
+    job = await eventually(lambda: _job_where(api, ns, "paused", lambda s: condition({"status": s}, "Suspended")))
     suspended = condition(job, "Suspended")
     assert suspended and suspended["status"] == "True" and suspended["reason"] == "JobSuspended"
     assert not job["status"].get("startTime")
     assert await pods_of(api, ns, "paused") == []
     await api.patch(JOBS, "paused", {"spec": {"suspend": False}}, ns)
-    pods = await wait_for(lambda: _count(api, ns, "paused", 2))
-    job = await wait_for(lambda: _job_where(
+    pods = await eventually(lambda: _count(api, ns, "paused", 2))
+    job = await eventually(lambda: _job_where(
         api, ns, "paused", lambda s: (condition({"status": s}, "Suspended") or {}).get("status") == "False"))
     resumed = condition(job, "Suspended")
     assert resumed and resumed["reason"] == "JobResumed" and resumed["message"] == "Job resumed"
     assert job["status"]["startTime"]
     await finish(api, pods[0])
-    await wait_for(lambda: _job_where(api, ns, "paused", lambda s: s.get("succeeded") == 1))
+    await eventually(lambda: _job_where(api, ns, "paused", lambda s: s.get("succeeded") == 1))
     await api.patch(JOBS, "paused", {"spec": {"suspend": True}}, ns)
     # Suspending deletes the active pods; they are not failures.
-    await wait_for(lambda: _job_where(
+    await eventually(lambda: _job_where(
         api, ns, "paused", lambda s: (condition({"status": s}, "Suspended") or {}).get("status") == "True"
         and not s.get("active")))
-    await wait_for(lambda: _gone(api, ns, pods[1]["metadata"]["name"]), what="active pod deleted")
+    await eventually(lambda: _gone(api, ns, pods[1]["metadata"]["name"]), what="active pod deleted")
     job = await get_job(api, ns, "paused")
     assert not job["status"].get("failed") and job["status"]["succeeded"] == 1
     events = await _events_with(api, ns, "paused", "Resumed")
     assert ("Normal", "Suspended", "Job suspended") in events and ("Normal", "Resumed", "Job resumed") in events
     await api.patch(JOBS, "paused", {"spec": {"suspend": False}}, ns)
-    last = (await wait_for(lambda: pods_of(api, ns, "paused", live_only=True)))[0]
+    last = (await eventually(lambda: pods_of(api, ns, "paused", live_only=True)))[0]
     await finish(api, last)
-    await wait_for(lambda: _job_where(api, ns, "paused", lambda s: condition({"status": s}, "Complete")))
+    await eventually(lambda: _job_where(api, ns, "paused", lambda s: condition({"status": s}, "Complete")))
 
 
 async def test_pod_failure_policy(api: Client) -> None:
-    ns = await namespace(api, "job-pfp")
+    ns = await create_namespace(api, "job-pfp")
     policy = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
@@ -320,15 +288,15 @@ async def test_pod_failure_policy(api: Client) -> None:
     await api.create(JOBS, job_manifest("policy", backoffLimit=6, podFailurePolicy=policy), ns)
     job = await get_job(api, ns, "policy")
     assert job["spec"]["podReplacementPolicy"] == "Failed"
-    first = (await wait_for(lambda: _count(api, ns, "policy", 1)))[0]
+    first = (await eventually(lambda: _count(api, ns, "policy", 1)))[0]
     # A disruption is ignored: replaced at once, not counted, no back-off.
     await finish(api, first, exit_code=137, conditions=[{"type": "DisruptionTarget", "status": "True",
                                                          "reason": "EvictionByEvictionAPI"}])
-    second = (await wait_for(lambda: _count(api, ns, "policy", 2), timeout=5))[1]
+    second = (await eventually(lambda: _count(api, ns, "policy", 2), timeout=5))[1]
     job = await get_job(api, ns, "policy")
     assert not job["status"].get("failed")
     await finish(api, second, exit_code=42)
-    job = await wait_for(lambda: _job_where(api, ns, "policy", lambda s: condition({"status": s}, "Failed")))
+    job = await eventually(lambda: _job_where(api, ns, "policy", lambda s: condition({"status": s}, "Failed")))
     failed = condition(job, "Failed")
     assert failed and failed["reason"] == "PodFailurePolicy"
     assert failed["message"] == (f"Container main for pod {ns}/{second['metadata']['name']} failed with exit "

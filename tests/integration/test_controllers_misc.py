@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, eventually, get_or_none, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import Client
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.controllers.podgc import PodGCController
 from pocketkube.controllers.serviceaccount import (
@@ -30,17 +28,8 @@ from pocketkube.controllers.ttlafterfinished import TTLAfterFinishedController
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _info(group: str, plural: str) -> ResourceInfo:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-NAMESPACES, SAS, CMS = _info("", "namespaces"), _info("", "serviceaccounts"), _info("", "configmaps")
-PODS, NODES, JOBS = _info("", "pods"), _info("", "nodes"), _info("batch", "jobs")
+NAMESPACES, SAS, CMS = resource("", "namespaces"), resource("", "serviceaccounts"), resource("", "configmaps")
+PODS, NODES, JOBS = resource("", "pods"), resource("", "nodes"), resource("batch", "jobs")
 
 
 class FastPodGC(PodGCController):
@@ -51,48 +40,15 @@ class FastPodGC(PodGCController):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    manager = ControllerManager(client, identity="test-misc", controllers=(
-        ServiceAccountsController, RootCACertPublisher, FastPodGC, TTLAfterFinishedController, GarbageCollector,
-        NamespaceController))
-    task = asyncio.create_task(manager.run(stop))
-    try:
+    async with connect(server) as client, running(client, identity="test-misc", controllers=(
+            ServiceAccountsController, RootCACertPublisher, FastPodGC, TTLAfterFinishedController, GarbageCollector,
+            NamespaceController)):
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
-
-
-async def get_or_none(client: Client, info: ResourceInfo, name: str, namespace: str = "") -> Obj | None:
-    try:
-        return await client.get(info, name, namespace)
-    except APIError as err:
-        if err.not_found:
-            return None
-        raise
 
 
 def _now() -> str:

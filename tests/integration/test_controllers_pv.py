@@ -4,20 +4,17 @@ the default local-path class with the scheduler choosing the node (simulated nod
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, eventually, get_or_none, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.client.rest import APIError, Client, ClientConfig
-from pocketkube.controllers.manager import ControllerManager
+from pocketkube.api.kinds import ResourceInfo
+from pocketkube.client.rest import Client
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.controllers.persistentvolume import (
     ANN_BIND_COMPLETED,
@@ -30,79 +27,32 @@ from pocketkube.controllers.persistentvolume import (
     PersistentVolumeController,
 )
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
-from pocketkube.scheduler.scheduler import run_scheduler
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _info(group: str, plural: str) -> ResourceInfo:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, NAMESPACES, EVENTS = _info("", "pods"), _info("", "namespaces"), _info("", "events")
-PVS, PVCS = _info("", "persistentvolumes"), _info("", "persistentvolumeclaims")
-CLASSES = _info("storage.k8s.io", "storageclasses")
+PODS, EVENTS = resource("", "pods"), resource("", "events")
+PVS, PVCS = resource("", "persistentvolumes"), resource("", "persistentvolumeclaims")
+CLASSES = resource("storage.k8s.io", "storageclasses")
 _ns = itertools.count()
 _pv = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(server: Cluster) -> AsyncIterator[Client]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    stop = asyncio.Event()
-    nodes = SimulatedNodes(client, 2, SimulationConfig(name_prefix="pv-", lease_interval=5, delete_delay=0.2))
-    manager = ControllerManager(client, identity="test-pv", controllers=(PersistentVolumeController,
-                                                                       NamespaceController))
-    tasks = [asyncio.create_task(nodes.run(stop)), asyncio.create_task(run_scheduler(client, stop)),
-             asyncio.create_task(manager.run(stop))]
-    try:
-        await asyncio.wait_for(nodes.ready.wait(), 30)
+    nodes_config = SimulationConfig(name_prefix="pv-", lease_interval=5, delete_delay=0.2)
+    async with connect(server) as client, running(
+            client, identity="test-pv", scheduler=True, nodes=SimulatedNodes(client, 2, nodes_config),
+            controllers=(PersistentVolumeController, NamespaceController)):
         yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
-
-
-async def get_or_none(client: Client, info: ResourceInfo, name: str, namespace: str = "") -> Obj | None:
-    try:
-        return await client.get(info, name, namespace)
-    except APIError as err:
-        if err.not_found:
-            return None
-        raise
 
 
 async def namespace(client: Client) -> str:
-    name = f"pv-{next(_ns)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
+    return await create_namespace(client, f"pv-{next(_ns)}")
 
 
 async def volume(client: Client, size: str, modes: list[str] | None = None, cls: str = "manual",

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import harness
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, found, running
 
 from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import Client, ClientConfig
-from pocketkube.controllers.manager import ControllerManager
+from pocketkube.client.rest import Client
 from pocketkube.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 
 Obj = dict[str, Any]
@@ -22,50 +23,25 @@ CATALOG = ResourceCatalog()
 PODS = CATALOG.resource("", "v1", "pods")
 RS = CATALOG.resource("apps", "v1", "replicasets")
 RC = CATALOG.resource("", "v1", "replicationcontrollers")
-NAMESPACES = CATALOG.resource("", "v1", "namespaces")
 EVENTS = CATALOG.resource("", "v1", "events")
 _ns_counter = itertools.count()
+# The checks return a value or None: a value, even an empty list, is the answer.
+eventually = partial(harness.eventually, until=found)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(c.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest.fixture
 async def env(cluster: Cluster) -> AsyncIterator[tuple[Client, str]]:
     """A client, a fresh namespace, and the controllers running in this test's event loop."""
-    client = Client(ClientConfig.from_kubeconfig(cluster.kubeconfig))
-    namespace = f"rs-{next(_ns_counter)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    stop = asyncio.Event()
-    manager = ControllerManager(client, controllers=(ReplicaSetController, ReplicationControllerController),
-                                identity="test-replicaset")
-    task = asyncio.create_task(manager.run(stop))
-    try:
-        yield client, namespace
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    """Poll until check() returns something other than None or False (and return it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.05)
+    async with connect(cluster) as client:
+        namespace = await create_namespace(client, f"rs-{next(_ns_counter)}")
+        async with running(client, controllers=(ReplicaSetController, ReplicationControllerController),
+                           identity="test-replicaset"):
+            yield client, namespace
 
 
 def now() -> str:

@@ -8,50 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
+import harness
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, found, resource, running
 
-from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import APIError, Client
 from pocketkube.controllers.garbagecollector import GarbageCollector
-from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.serviceaccount import ServiceAccountsController
 from pocketkube.controllers.statefulset import StatefulSetController
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
-from pocketkube.scheduler.scheduler import run_scheduler
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _res(group: str, plural: str) -> Any:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, PVCS, PVS = _res("", "pods"), _res("", "persistentvolumeclaims"), _res("", "persistentvolumes")
-NAMESPACES, EVENTS = _res("", "namespaces"), _res("", "events")
-STS, REVISIONS = _res("apps", "statefulsets"), _res("apps", "controllerrevisions")
+PODS, PVCS, PVS = resource("", "pods"), resource("", "persistentvolumeclaims"), resource("", "persistentvolumes")
+EVENTS = resource("", "events")
+STS, REVISIONS = resource("apps", "statefulsets"), resource("apps", "controllerrevisions")
 _ns_counter = itertools.count()
+# The checks return a value or None: a value, even an empty list, is the answer.
+eventually = partial(harness.eventually, until=found)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(c.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 async def _bind_claims(client: Client) -> None:
@@ -81,21 +67,16 @@ async def _bind_claims(client: Client) -> None:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(cluster: Cluster) -> AsyncIterator[Client]:
     """The API client, with controllers, scheduler, simulated nodes and the claim binder running."""
-    async with Client(ClientConfig.from_kubeconfig(cluster.kubeconfig)) as c:
-        stop = asyncio.Event()
-        nodes = SimulatedNodes(c, 3, SimulationConfig(name_prefix="stsn-", pod_ready_delay=0.2, delete_delay=0.1))
-        manager = ControllerManager(c, controllers=(StatefulSetController, GarbageCollector,
-                                                       ServiceAccountsController), identity="test-sts")
-        tasks = [asyncio.create_task(nodes.run(stop)), asyncio.create_task(run_scheduler(c, stop)),
-                 asyncio.create_task(manager.run(stop))]
+    nodes_config = SimulationConfig(name_prefix="stsn-", pod_ready_delay=0.2, delete_delay=0.1)
+    async with connect(cluster) as c, running(
+            c, scheduler=True, nodes=SimulatedNodes(c, 3, nodes_config), identity="test-sts",
+            controllers=(StatefulSetController, GarbageCollector, ServiceAccountsController)):
         binder = asyncio.create_task(_bind_claims(c))
         try:
-            await asyncio.wait_for(nodes.ready.wait(), 30)
             yield c
         finally:
-            stop.set()
             binder.cancel()
-            await asyncio.gather(*(asyncio.wait_for(t, 20) for t in tasks), binder, return_exceptions=True)
+            await asyncio.gather(binder, return_exceptions=True)
 
 
 class Env:
@@ -149,20 +130,8 @@ class Env:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def env(cluster: Cluster, client: Client) -> Env:
-    namespace = f"sts-{next(_ns_counter)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    namespace = await create_namespace(client, f"sts-{next(_ns_counter)}")
     return Env(cluster, client, namespace)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 def ready(pod: Obj) -> bool:

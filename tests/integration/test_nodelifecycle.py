@@ -4,20 +4,18 @@ recovery removes the taints, and cordoning adds the unschedulable taint."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, eventually, running
 
 from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import APIError, Client, ClientConfig
-from pocketkube.controllers.manager import ControllerManager
+from pocketkube.client.rest import APIError, Client
 from pocketkube.controllers.namespace import NamespaceController
 from pocketkube.controllers.nodelifecycle import NodeLifecycleController, TaintEvictionController
 from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
@@ -37,42 +35,18 @@ NOT_READY = "node.kubernetes.io/not-ready"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(server: Cluster) -> AsyncIterator[tuple[Client, SimulatedNodes]]:
-    client = Client(ClientConfig.from_kubeconfig(server.kubeconfig))
-    nodes = SimulatedNodes(client, 3, SimulationConfig(name_prefix="nlc-", lease_interval=0.5, status_interval=1.0,
-                                                       delete_delay=0.2))
-    stop = asyncio.Event()
-    controllers = (NodeLifecycleController.with_options(grace_period=GRACE, startup_grace_period=GRACE),
-                   TaintEvictionController, NamespaceController)
-    tasks = [asyncio.create_task(nodes.run(stop)),
-             asyncio.create_task(ControllerManager(client, controllers=controllers, identity="test-nlc").run(stop))]
-    try:
-        await asyncio.wait_for(nodes.ready.wait(), 30)
-        yield client, nodes
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 20)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
+    async with connect(server) as client:
+        nodes = SimulatedNodes(client, 3, SimulationConfig(name_prefix="nlc-", lease_interval=0.5,
+                                                           status_interval=1.0, delete_delay=0.2))
+        controllers = (NodeLifecycleController.with_options(grace_period=GRACE, startup_grace_period=GRACE),
+                       TaintEvictionController, NamespaceController)
+        async with running(client, nodes=nodes, controllers=controllers, identity="test-nlc"):
+            yield client, nodes
 
 
 def conditions(obj: Obj) -> dict[str, Obj]:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
+import harness
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, create_namespace, found, resource
 
-from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.rest import APIError, Client, ClientConfig
+from pocketkube.client.rest import APIError, Client
 from pocketkube.controllers.deployment import DeploymentController
 from pocketkube.controllers.manager import ControllerManager
 from pocketkube.controllers.replicaset import ReplicaSetController
@@ -21,31 +22,18 @@ from pocketkube.scheduler.plugins import REGISTRY
 from pocketkube.scheduler.scheduler import Scheduler
 
 Obj = dict[str, Any]
-CATALOG = ResourceCatalog()
-
-
-def _res(group: str, plural: str) -> Any:
-    info = CATALOG.resource(group, "v1", plural)
-    assert info is not None
-    return info
-
-
-PODS, NODES, NAMESPACES, EVENTS = _res("", "pods"), _res("", "nodes"), _res("", "namespaces"), _res("", "events")
-DEPLOYMENTS, LEASES = _res("apps", "deployments"), _res("coordination.k8s.io", "leases")
-PRIORITY_CLASSES = _res("scheduling.k8s.io", "priorityclasses")
+PODS, NODES, EVENTS = resource("", "pods"), resource("", "nodes"), resource("", "events")
+DEPLOYMENTS, LEASES = resource("apps", "deployments"), resource("coordination.k8s.io", "leases")
+PRIORITY_CLASSES = resource("scheduling.k8s.io", "priorityclasses")
 _counter = itertools.count()
 IDENTITY = "test-scheduler"
+# The checks return a value or None: a value, even an empty list, is the answer.
+eventually = partial(harness.eventually, until=found)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(c.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 class Env:
@@ -98,22 +86,10 @@ class Env:
         return str(await eventually(check, timeout))
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def env(cluster: Cluster) -> AsyncIterator[Env]:
-    client = Client(ClientConfig.from_kubeconfig(cluster.kubeconfig))
-    namespace = f"sched-{next(_counter)}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    client = connect(cluster)
+    namespace = await create_namespace(client, f"sched-{next(_counter)}")
     e = Env(client, namespace)
     try:
         yield e

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import shutil
 import ssl
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster
+from harness import bare_server, connect, eventually, running
 
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver.nodetoken import TokenError, ca_hash, read_node_token
@@ -44,18 +44,12 @@ COUNT = 3
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Cluster]:
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from bare_server()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def admin(server: Cluster) -> AsyncIterator[Client]:
-    async with Client(ClientConfig.from_kubeconfig(server.kubeconfig)) as client:
+    async with connect(server) as client:
         yield client
 
 
@@ -65,30 +59,13 @@ async def sim(server: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     agent_dir = tmp_path_factory.mktemp("agent")
     config = await join_config(server.url, str(read_node_token(server.data_dir)), agent_dir)
     assert (agent_dir / CA_FILE).read_bytes() == (server.data_dir / "tls" / "ca.crt").read_bytes()
-    client = Client(config)
-    nodes = SimulatedNodes(client, COUNT, SimulationConfig(
-        name_prefix=PREFIX, cpu="8", memory="32Gi", pods=50, labels={"zone": "a"},
-        taints=[{"key": "dedicated", "value": "sim", "effect": "PreferNoSchedule"}],
-        pod_ready_delay=1.0, lease_interval=1.0, status_interval=2.0, delete_delay=0.3, restart_backoff=1.0))
-    stop = asyncio.Event()
-    task = asyncio.create_task(nodes.run(stop))
-    try:
-        await asyncio.wait_for(nodes.ready.wait(), 30)
-        yield nodes
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
+    async with Client(config) as client:
+        nodes = SimulatedNodes(client, COUNT, SimulationConfig(
+            name_prefix=PREFIX, cpu="8", memory="32Gi", pods=50, labels={"zone": "a"},
+            taints=[{"key": "dedicated", "value": "sim", "effect": "PreferNoSchedule"}],
+            pod_ready_delay=1.0, lease_interval=1.0, status_interval=2.0, delete_delay=0.3, restart_backoff=1.0))
+        async with running(client, nodes=nodes):
+            yield nodes
 
 
 def conditions(obj: Obj) -> dict[str, Obj]:

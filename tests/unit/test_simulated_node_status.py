@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pocketkube.api.scheduling import tolerates
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.nodetoken import TokenError, ca_hash, ensure_node_token, parse_token
 from pocketkube.apiserver.pki import ensure_pki
@@ -14,7 +15,6 @@ from pocketkube.controllers.nodelifecycle import (
     desired_taints,
     matching_tolerations,
     min_toleration_seconds,
-    tolerates,
 )
 from pocketkube.kubelet.simulated import (
     EXIT_CODE_ANNOTATION,

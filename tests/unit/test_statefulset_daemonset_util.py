@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pocketkube.controllers import daemonset as dsu
+from pocketkube.controllers import history
 from pocketkube.controllers import statefulset as ssu
 
 Obj = dict[str, Any]
@@ -77,24 +78,24 @@ def test_versioned_pods_follow_the_partition() -> None:
 
 
 def test_revision_hashing_naming_and_ordering() -> None:
-    assert ssu.fnv32(b"") == 0x811C9DC5 and ssu.fnv32(b"a") == 0x050C5D7E  # FNV-1 test vectors
+    assert history.fnv32(b"") == 0x811C9DC5 and history.fnv32(b"a") == 0x050C5D7E  # FNV-1 test vectors
     s = sts()
     rev = ssu.new_revision(s, 3, 0)
     hash_ = rev["metadata"]["labels"]["controller.kubernetes.io/hash"]
     assert rev["metadata"]["name"] == f"web-{hash_}" and rev["revision"] == 3
     assert rev["metadata"]["labels"]["app"] == "web"
     assert rev["data"]["spec"]["template"]["$patch"] == "replace"
-    assert ssu.hash_controller_revision(rev["data"], 1) != hash_
-    assert ssu.hash_controller_revision(rev["data"], 0) == hash_
+    assert history.hash_controller_revision(rev["data"], 1) != hash_
+    assert history.hash_controller_revision(rev["data"], 0) == hash_
     assert set(hash_) <= set("bcdfghjklmnpqrstvwxz2456789")
-    assert ssu.controller_revision_name("x" * 300, "h") == "x" * 223 + "-h"
+    assert history.controller_revision_name("x" * 300, "h") == "x" * 223 + "-h"
     assert ssu.apply_revision(sts(), rev)["spec"]["template"] == s["spec"]["template"]
     other = ssu.new_revision(sts(template={"metadata": {"labels": {"app": "web"}}, "spec": {}}), 1, 0)
-    assert ssu.equal_revision(rev, ssu.new_revision(s, 9, 0)) and not ssu.equal_revision(rev, other)
+    assert history.equal_revision(rev, ssu.new_revision(s, 9, 0)) and not history.equal_revision(rev, other)
     revs = [{"metadata": {"name": n, "creationTimestamp": "2024-01-01T00:00:00Z"}, "revision": r}
             for n, r in (("c", 2), ("a", 1), ("b", 2))]
-    assert [r["metadata"]["name"] for r in ssu.sort_revisions(revs)] == ["a", "b", "c"]
-    assert ssu.next_revision(ssu.sort_revisions(revs)) == 3 and ssu.next_revision([]) == 1
+    assert [r["metadata"]["name"] for r in history.sort_revisions(revs)] == ["a", "b", "c"]
+    assert history.next_revision(history.sort_revisions(revs)) == 3 and history.next_revision([]) == 1
 
 
 def _claim(*refs: Obj) -> Obj:

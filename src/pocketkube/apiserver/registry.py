@@ -301,6 +301,9 @@ class Registry:
             except RevisionMismatchError:
                 if precondition:
                     raise errors.stale_update(info.plural, name, info.group) from None
+            except KeyNotFoundError:
+                if precondition:  # deleted meanwhile: the version the client named is gone
+                    raise errors.stale_update(info.plural, name, info.group) from None
 
     async def patch(self, info: ResourceInfo, namespace: str, name: str,
                     apply_patch: Callable[[Obj], Obj], opts: WriteOptions, subresource: str = "") -> Obj:
@@ -331,7 +334,8 @@ class Registry:
                                          f"name on the URL ({name})")
             try:
                 return await self._update_from(info, current, new, opts, subresource)
-            except RevisionMismatchError:
+            except (RevisionMismatchError, KeyNotFoundError):
+                # Changed or deleted meanwhile: read again (a deleted object then answers 404).
                 if explicit and precondition:
                     raise errors.stale_update(info.plural, name, info.group) from None
 

@@ -233,10 +233,15 @@ class WatchCache:
     def _dispatch(self, event: Event) -> None:
         kv = event.kv
         obj = decode_kv(kv)
-        prev = decode_kv(event.prev_kv) if event.prev_kv is not None else None
         cache = self.resource(self._split(kv.key))
-        if prev is None and event.type != "ADDED":
-            prev = cache.objects.get(kv.key)
+        prev = cache.objects.get(kv.key)
+        if event.prev_kv is not None and (prev is None or prev["metadata"].get("resourceVersion")
+                                          != str(event.prev_kv.mod_revision)):
+            # Usually the cache holds exactly that version already (its objects are never mutated), and
+            # decoding it a second time is a good part of the cost of a write.
+            prev = decode_kv(event.prev_kv)
+        elif event.prev_kv is None and event.type == "ADDED":
+            prev = None
         cache.apply(CacheEvent(event.type, kv.mod_revision, obj, prev, kv.key), kv.key)
 
     async def _advance(self, revision: int) -> None:

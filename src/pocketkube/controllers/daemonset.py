@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cmp_to_key
 from typing import Any
 
+from pocketkube.api.scheduling import compile_node_selector_term, find_untolerated_taint
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
 from pocketkube.controllers.base import Controller, split_key
 from pocketkube.controllers.deployment_util import compute_hash, parse_time, scaled_value
+from pocketkube.controllers.history import sort_revisions
 from pocketkube.controllers.replicaset import (
     BURST_REPLICAS,
     NAMESPACE_TERMINATING_CAUSE,
@@ -38,7 +39,6 @@ from pocketkube.controllers.replicaset import (
     pod_from_template,
     recheck_owner,
 )
-from pocketkube.controllers.statefulset import sort_revisions
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -90,57 +90,6 @@ def add_daemon_tolerations(spec: Obj) -> None:
         add_or_update_toleration(spec, NETWORK_UNAVAILABLE_TOLERATION)
 
 
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Toleration.ToleratesTaint."""
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration["key"] != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
-
-
-def has_untolerated_taint(taints: list[Obj], tolerations: list[Obj], effects: frozenset[str]) -> bool:
-    return any(t.get("effect") in effects and not any(tolerates(tol, t) for tol in tolerations) for t in taints)
-
-
-def _requirement_matches(expr: Obj, value: str | None) -> bool:
-    """A NodeSelectorRequirement against one label (or field) value; invalid ones match nothing."""
-    operator, values = expr.get("operator"), list(expr.get("values") or [])
-    if operator == "In":
-        return bool(values) and value is not None and value in values
-    if operator == "NotIn":
-        return bool(values) and (value is None or value not in values)
-    if operator == "Exists":
-        return not values and value is not None
-    if operator == "DoesNotExist":
-        return not values and value is None
-    if operator in ("Gt", "Lt") and len(values) == 1 and value is not None:
-        try:
-            have, bound = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > bound if operator == "Gt" else have < bound
-    return False
-
-
-def _term_matches(term: Obj, labels: Mapping[str, str], name: str) -> bool:
-    exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
-    if not exprs and not fields:
-        return False  # an empty term matches nothing
-    if not all(_requirement_matches(e, labels.get(e.get("key", ""))) for e in exprs):
-        return False
-    for f in fields:
-        if f.get("key") != "metadata.name" or f.get("operator") not in ("In", "NotIn") \
-                or (f.get("operator") == "In" and len(f.get("values") or []) != 1):
-            return False
-        if not _requirement_matches(f, name):
-            return False
-    return True
-
-
 def required_affinity_matches(pod_spec: Obj, node: Obj) -> bool:
     """nodeaffinity.GetRequiredNodeAffinity(pod).Match(node): nodeSelector and the required terms (ORed)."""
     labels = node["metadata"].get("labels") or {}
@@ -150,7 +99,9 @@ def required_affinity_matches(pod_spec: Obj, node: Obj) -> bool:
                 .get("requiredDuringSchedulingIgnoredDuringExecution"))
     if required is None:
         return True
-    return any(_term_matches(t, labels, node["metadata"]["name"]) for t in required.get("nodeSelectorTerms") or [])
+    name = node["metadata"]["name"]
+    return any(match is not None and match(labels, name)
+               for match in map(compile_node_selector_term, required.get("nodeSelectorTerms") or []))
 
 
 def new_daemon_pod_spec(ds: Obj, node_name: str) -> Obj:
@@ -172,9 +123,9 @@ def node_should_run_daemon_pod(node: Obj, ds: Obj) -> tuple[bool, bool]:
         return False, False
     taints = (node.get("spec") or {}).get("taints") or []
     tolerations = spec.get("tolerations") or []
-    if has_untolerated_taint(taints, tolerations, frozenset(("NoSchedule", "NoExecute"))):
+    if find_untolerated_taint(taints, tolerations) is not None:
         # A pod already there may stay unless a NoExecute taint would evict it.
-        return False, not has_untolerated_taint(taints, tolerations, frozenset(("NoExecute",)))
+        return False, find_untolerated_taint(taints, tolerations, frozenset(("NoExecute",))) is None
     return True, True
 
 

@@ -43,8 +43,8 @@ MIN_UNAVAILABLE_REASON = "MinimumReplicasUnavailable"
 
 # rand.SafeEncodeString's alphabet: no vowels (no words) and no confusable characters.
 _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
-_FNV32_OFFSET = 0x811C9DC5
-_FNV32_PRIME = 0x01000193
+FNV32_OFFSET = 0x811C9DC5
+FNV32_PRIME = 0x01000193
 
 
 # --- time --------------------------------------------------------------------------------
@@ -66,10 +66,10 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 # --- hashing -----------------------------------------------------------------------------
-def fnv32a(data: bytes, start: int = _FNV32_OFFSET) -> int:
+def fnv32a(data: bytes, start: int = FNV32_OFFSET) -> int:
     h = start
     for byte in data:
-        h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
+        h = ((h ^ byte) * FNV32_PRIME) & 0xFFFFFFFF
     return h
 
 

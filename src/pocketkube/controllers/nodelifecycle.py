@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pocketkube.api.scheduling import tolerates
 from pocketkube.client.events import EventRecorder
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
@@ -248,20 +249,6 @@ class NodeLifecycleController(Controller):
 
 
 # --- taint-based eviction ------------------------------------------------------------------
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Toleration.ToleratesTaint."""
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration["key"] != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
 
 
 def matching_tolerations(taints: list[Obj], tolerations: list[Obj]) -> tuple[bool, list[Obj]]:

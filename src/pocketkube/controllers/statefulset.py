@@ -1,4 +1,4 @@
-"""StatefulSet controller (pkg/controller/statefulset) and ControllerRevision history helpers.
+"""StatefulSet controller (pkg/controller/statefulset).
 
 Pods are named `<set>-<ordinal>` and keep that identity (name labels, hostname, subdomain) and their
 claims `<template>-<set>-<ordinal>` across deletion. OrderedReady creates in ordinal order and waits for
@@ -17,16 +17,22 @@ import copy
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
 from pocketkube.controllers.base import Controller, split_key
-from pocketkube.controllers.deployment_util import parse_time, safe_encode_string, scaled_value
+from pocketkube.controllers.deployment_util import scaled_value
+from pocketkube.controllers.history import (
+    controller_revision_name,
+    equal_revision,
+    hash_controller_revision,
+    new_controller_revision,
+    next_revision,
+    revision_number,
+    sort_revisions,
+)
 from pocketkube.controllers.replicaset import (
     adopt_patch,
     claim_objects,
@@ -44,77 +50,9 @@ Obj = dict[str, Any]
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 REVISION_LABEL = "controller-revision-hash"  # apps.StatefulSetRevisionLabel / ControllerRevisionHashLabelKey
-HISTORY_HASH_LABEL = "controller.kubernetes.io/hash"  # history.ControllerRevisionHashLabel
 MAX_BATCH_SIZE = 500
-_FNV32_OFFSET = 0x811C9DC5
-_FNV32_PRIME = 0x01000193
 _POD_REGEX = re.compile(r"^(.*)-([0-9]+)$")
 _INT32_MAX = 2**31 - 1
-
-
-# --- ControllerRevision history (pkg/controller/history) -----------------------------------
-def fnv32(data: bytes, start: int = _FNV32_OFFSET) -> int:
-    """hash/fnv New32 (FNV-1: multiply, then xor), which HashControllerRevision uses."""
-    h = start
-    for byte in data:
-        h = ((h * _FNV32_PRIME) & 0xFFFFFFFF) ^ byte
-    return h
-
-
-def raw_data(data: Any) -> bytes:
-    """A revision's data as Go's json.Marshal writes a map: compact, keys sorted."""
-    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-
-
-def hash_controller_revision(data: Any, probe: int | None) -> str:
-    """HashControllerRevision: FNV-32 of the raw data, then the collision count in decimal."""
-    h = fnv32(raw_data(data))
-    if probe is not None:
-        h = fnv32(str(probe).encode(), h)
-    return safe_encode_string(str(h))
-
-
-def controller_revision_name(prefix: str, hash_: str) -> str:
-    return f"{prefix[:223]}-{hash_}"
-
-
-def revision_number(rev: Obj) -> int:
-    return int(rev.get("revision") or 0)
-
-
-def sort_revisions(revisions: Iterable[Obj]) -> list[Obj]:
-    """SortControllerRevisions: by revision, then creation time, then name."""
-    oldest = datetime.min.replace(tzinfo=UTC)
-    return sorted(revisions, key=lambda r: (revision_number(r),
-                                            parse_time(r["metadata"].get("creationTimestamp")) or oldest,
-                                            r["metadata"]["name"]))
-
-
-def equal_revision(a: Obj | None, b: Obj | None) -> bool:
-    """EqualRevision: the same data (hash labels differing settle it early)."""
-    if a is None or b is None:
-        return a is b
-    ha = (a["metadata"].get("labels") or {}).get(HISTORY_HASH_LABEL)
-    hb = (b["metadata"].get("labels") or {}).get(HISTORY_HASH_LABEL)
-    if ha is not None and hb is not None and ha.isdigit() and hb.isdigit() and int(ha) != int(hb):
-        return False
-    return a.get("data") == b.get("data")
-
-
-def next_revision(sorted_revisions: list[Obj]) -> int:
-    return revision_number(sorted_revisions[-1]) + 1 if sorted_revisions else 1
-
-
-def new_controller_revision(parent: Obj, template_labels: dict[str, str] | None, data: Obj, revision: int,
-                            collision_count: int | None) -> Obj:
-    """history.NewControllerRevision: named `<parent>-<hash>`, labelled like the pods plus the hash."""
-    hash_ = hash_controller_revision(data, collision_count)
-    meta = parent["metadata"]
-    return {"apiVersion": "apps/v1", "kind": "ControllerRevision",
-            "metadata": {"name": controller_revision_name(meta["name"], hash_), "namespace": meta["namespace"],
-                         "labels": {**(template_labels or {}), HISTORY_HASH_LABEL: hash_},
-                         "ownerReferences": [new_controller_ref(parent)]},
-            "data": data, "revision": revision}
 
 
 # --- identity and storage (stateful_set_utils.go) ---------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pocketkube.api.scheduling import tolerates
 from pocketkube.scheduler.framework import (
     NODE,
     UNSCHEDULED_POD,
@@ -15,7 +16,6 @@ from pocketkube.scheduler.framework import (
     Status,
     unresolvable,
 )
-from pocketkube.scheduler.plugins.helpers import tolerates
 from pocketkube.scheduler.types import NodeInfo, PodInfo
 
 ERR_REASON_UNKNOWN_CONDITION = "node(s) had unknown conditions"

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pocketkube.api.scheduling import find_untolerated_taint
 from pocketkube.api.selectors import EQUALS, IN, LabelSelector, Requirement, SelectorError
 from pocketkube.scheduler.framework import (
     ASSIGNED_POD,
@@ -26,7 +27,7 @@ from pocketkube.scheduler.framework import (
     unresolvable,
     unschedulable,
 )
-from pocketkube.scheduler.plugins.helpers import RequiredNodeAffinity, find_untolerated_taint
+from pocketkube.scheduler.plugins.helpers import RequiredNodeAffinity
 from pocketkube.scheduler.plugins.resource_allocation import go_round
 from pocketkube.scheduler.types import LABEL_HOSTNAME, LABEL_ZONE, MAX_NODE_SCORE, NodeInfo, PodInfo
 

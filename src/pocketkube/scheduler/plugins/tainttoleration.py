@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pocketkube.api.scheduling import find_untolerated_taint, tolerates
 from pocketkube.scheduler.framework import (
     NODE,
     UNSCHEDULED_POD,
@@ -16,7 +17,6 @@ from pocketkube.scheduler.framework import (
     default_normalize_score,
     unresolvable,
 )
-from pocketkube.scheduler.plugins.helpers import find_untolerated_taint, tolerates
 from pocketkube.scheduler.types import MAX_NODE_SCORE, NodeInfo, PodInfo
 
 _PRE_SCORE_KEY = "PreScoreTaintToleration"
