@@ -209,13 +209,14 @@ async def test_scale_down_picks_pods_in_upstream_order(env: tuple[Client, str]) 
 
 async def test_min_ready_seconds_delays_availability(env: tuple[Client, str]) -> None:
     client, ns = env
-    await client.create(RS, replica_set("slow", ns, 2, minReadySeconds=1))
+    # Long enough that a loaded machine still sees the ready-but-not-yet-available window.
+    await client.create(RS, replica_set("slow", ns, 2, minReadySeconds=4))
     pods = await eventually(lambda: _count(client, ns, 2))
     for pod in pods:
         await mark_ready(client, pod)
     status = await eventually(lambda: _status_matches(client, RS, "slow", ns, readyReplicas=2))
     assert status.get("availableReplicas", 0) == 0
-    await eventually(lambda: _status_matches(client, RS, "slow", ns, availableReplicas=2), timeout=10)
+    await eventually(lambda: _status_matches(client, RS, "slow", ns, availableReplicas=2), timeout=15)
 
 
 async def test_replication_controller(env: tuple[Client, str], cluster: Cluster) -> None:

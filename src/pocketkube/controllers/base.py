@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
+from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.events import EventRecorder
 from pocketkube.client.informer import Informer, InformerFactory, object_key
 from pocketkube.client.rest import APIError, Client
@@ -87,6 +88,27 @@ class Controller:
                 self.queue.add_rate_limited(key)
             finally:
                 self.queue.done(key)
+
+
+def resolve_controller_ref(informer: Informer, kind: str, namespace: str, ref: Obj | None) -> Obj | None:
+    """The object a controller ownerReference names, if the informer holds that very one (same UID)."""
+    if ref is None or ref.get("kind") != kind:
+        return None
+    owner = informer.store.get(f"{namespace}/{ref.get('name')}")
+    return owner if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else None
+
+
+def selecting(informer: Informer, obj: Obj) -> list[Obj]:
+    """The informer's objects in obj's namespace whose spec.selector (a LabelSelector) selects obj."""
+    found = []
+    for candidate in informer.store.by_index("namespace", obj["metadata"].get("namespace", "")):
+        try:
+            selector = LabelSelector.from_dict((candidate.get("spec") or {}).get("selector"))
+        except SelectorError:
+            continue
+        if not selector.empty and selector.matches(obj["metadata"].get("labels")):
+            found.append(candidate)
+    return found
 
 
 def split_key(key: str) -> tuple[str, str]:

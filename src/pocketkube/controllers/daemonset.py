@@ -19,10 +19,10 @@ from functools import cmp_to_key
 from typing import Any
 
 from pocketkube.api.scheduling import compile_node_selector_term, find_untolerated_taint
-from pocketkube.api.selectors import LabelSelector, SelectorError
+from pocketkube.api.selectors import LabelSelector
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
-from pocketkube.controllers.base import Controller, split_key
+from pocketkube.controllers.base import Controller, resolve_controller_ref, selecting, split_key
 from pocketkube.controllers.deployment_util import compute_hash, parse_time, scaled_value
 from pocketkube.controllers.history import sort_revisions
 from pocketkube.controllers.replicaset import (
@@ -286,21 +286,10 @@ class DaemonSetController(Controller):
         self.queue.add(key)
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        ds = self.sets.store.get(f"{namespace}/{ref.get('name')}")
-        return ds if ds is not None and ds["metadata"].get("uid") == ref.get("uid") else None
+        return resolve_controller_ref(self.sets, "DaemonSet", namespace, ref)
 
     def _sets_matching(self, obj: Obj) -> list[Obj]:
-        found = []
-        for ds in self.sets.store.by_index("namespace", obj["metadata"].get("namespace", "")):
-            try:
-                selector = LabelSelector.from_dict((ds.get("spec") or {}).get("selector"))
-            except SelectorError:
-                continue
-            if not selector.empty and selector.matches(obj["metadata"].get("labels")):
-                found.append(ds)
-        return found
+        return selecting(self.sets, obj)
 
     def _history_changed(self, history: Obj) -> None:
         ref = controller_ref(history)

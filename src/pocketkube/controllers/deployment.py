@@ -14,11 +14,11 @@ import copy
 import logging
 from typing import Any
 
-from pocketkube.api.selectors import LabelSelector, SelectorError
+from pocketkube.api.selectors import LabelSelector
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
 from pocketkube.controllers import deployment_util as du
-from pocketkube.controllers.base import Controller
+from pocketkube.controllers.base import Controller, resolve_controller_ref, selecting
 from pocketkube.controllers.replicaset import (
     claim_objects,
     controller_ref,
@@ -50,23 +50,11 @@ class DeploymentController(Controller):
 
     # --- event handlers ---
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        d = self.deployments.store.get(f"{namespace}/{ref.get('name')}")
-        return d if d is not None and d["metadata"].get("uid") == ref.get("uid") else None
+        return resolve_controller_ref(self.deployments, "Deployment", namespace, ref)
 
     def _deployments_for(self, rs: Obj) -> list[Obj]:
         """Deployments whose selector matches an orphan ReplicaSet's labels."""
-        labels = rs["metadata"].get("labels") or {}
-        found = []
-        for d in self.deployments.store.by_index("namespace", rs["metadata"].get("namespace", "")):
-            try:
-                selector = LabelSelector.from_dict((d.get("spec") or {}).get("selector"))
-            except SelectorError:
-                continue
-            if not selector.empty and selector.matches(labels):
-                found.append(d)
-        return found
+        return selecting(self.deployments, rs)
 
     def _rs_added(self, rs: Obj) -> None:
         if rs["metadata"].get("deletionTimestamp"):

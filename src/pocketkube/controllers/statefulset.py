@@ -22,7 +22,7 @@ from typing import Any
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
-from pocketkube.controllers.base import Controller, split_key
+from pocketkube.controllers.base import Controller, resolve_controller_ref, selecting, split_key
 from pocketkube.controllers.deployment_util import scaled_value
 from pocketkube.controllers.history import (
     controller_revision_name,
@@ -432,21 +432,10 @@ class StatefulSetController(Controller):
 
     # --- event handlers ---
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "StatefulSet":
-            return None
-        sts = self.sets.store.get(f"{namespace}/{ref.get('name')}")
-        return sts if sts is not None and sts["metadata"].get("uid") == ref.get("uid") else None
+        return resolve_controller_ref(self.sets, "StatefulSet", namespace, ref)
 
     def _sets_for_pod(self, pod: Obj) -> list[Obj]:
-        found = []
-        for sts in self.sets.store.by_index("namespace", pod["metadata"].get("namespace", "")):
-            try:
-                selector = LabelSelector.from_dict((sts.get("spec") or {}).get("selector"))
-            except SelectorError:
-                continue
-            if not selector.empty and selector.matches(pod["metadata"].get("labels")):
-                found.append(sts)
-        return found
+        return selecting(self.sets, pod)
 
     def _pod_added(self, pod: Obj) -> None:
         if pod["metadata"].get("deletionTimestamp"):
