@@ -32,6 +32,7 @@ from pocketkube.controllers.replicaset import (
     ControllerExpectations,
     claim_objects,
     controller_ref,
+    enqueue_owners_of_updated_pod,
     has_status_cause,
     is_pod_available,
     is_pod_ready,
@@ -321,24 +322,7 @@ class DaemonSetController(Controller):
         if cur["metadata"].get("deletionTimestamp"):
             self._pod_deleted(cur)
             return
-        cur_ref, old_ref = controller_ref(cur), controller_ref(old)
-        namespace = cur["metadata"]["namespace"]
-        if cur_ref != old_ref and old_ref is not None:
-            ds = self._resolve(namespace, old_ref)
-            if ds is not None:
-                self.enqueue(ds)
-        if cur_ref is not None:
-            ds = self._resolve(namespace, cur_ref)
-            if ds is None:
-                return
-            self.enqueue(ds)
-            min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
-            if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
-                self.queue.add_after(object_key(ds), min_ready + 1)
-            return
-        if cur_ref != old_ref or cur["metadata"].get("labels") != old["metadata"].get("labels"):
-            for ds in self._sets_matching(cur):
-                self.enqueue(ds)
+        enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._sets_matching)
 
     def _pod_deleted(self, pod: Obj) -> None:
         ds = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))

@@ -319,6 +319,34 @@ async def slow_start_batch(count: int, initial: int, fn: Callable[[], Awaitable[
 
 
 # --- the controller ------------------------------------------------------------------------
+
+def enqueue_owners_of_updated_pod(controller: Controller, old: Obj, cur: Obj,
+                                  resolve: Callable[[str, Obj | None], Obj | None],
+                                  matching: Callable[[Obj], list[Obj]]) -> None:
+    """Route a pod change to the controllers that care (upstream's updatePod): the old and the new
+    controller owner; an owner with minReadySeconds again once the pod may count as available; and,
+    for an orphan whose labels or owner changed, every owner whose selector now matches it."""
+    cur_ref, old_ref = controller_ref(cur), controller_ref(old)
+    namespace = cur["metadata"]["namespace"]
+    if cur_ref != old_ref and old_ref is not None:
+        previous = resolve(namespace, old_ref)
+        if previous is not None:
+            controller.enqueue(previous)
+    if cur_ref is not None:
+        owner = resolve(namespace, cur_ref)
+        if owner is None:
+            return
+        controller.enqueue(owner)
+        min_ready = int((owner.get("spec") or {}).get("minReadySeconds") or 0)
+        if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
+            # Look again once the pod has been ready long enough to count as available.
+            controller.queue.add_after(object_key(owner), min_ready + 1)
+        return
+    if cur_ref != old_ref or cur["metadata"].get("labels") != old["metadata"].get("labels"):
+        for owner in matching(cur):
+            controller.enqueue(owner)
+
+
 class ReplicaSetController(Controller):
     """apps/v1 ReplicaSet; ReplicationControllerController reuses everything with a map selector."""
 
@@ -364,11 +392,10 @@ class ReplicaSetController(Controller):
             return None
         return owner
 
-    def _enqueue_matching(self, pod: Obj) -> None:
+    def _matching_owners(self, pod: Obj) -> list[Obj]:
         namespace = pod["metadata"].get("namespace", "")
-        for owner in self.owners.store.by_index("namespace", namespace):
-            if self._owner_matches_pod(owner, pod):
-                self.enqueue(owner)
+        return [owner for owner in self.owners.store.by_index("namespace", namespace)
+                if self._owner_matches_pod(owner, pod)]
 
     def _pod_added(self, pod: Obj) -> None:
         if pod["metadata"].get("deletionTimestamp"):
@@ -382,7 +409,8 @@ class ReplicaSetController(Controller):
                 self.expectations.creation_observed(key)
                 self.queue.add(key)
             return
-        self._enqueue_matching(pod)
+        for owner in self._matching_owners(pod):
+            self.enqueue(owner)
 
     def _pod_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
@@ -393,25 +421,7 @@ class ReplicaSetController(Controller):
             if label_changed:
                 self._pod_deleted(old)
             return
-        cur_ref, old_ref = controller_ref(cur), controller_ref(old)
-        ref_changed = cur_ref != old_ref
-        namespace = cur["metadata"]["namespace"]
-        if ref_changed and old_ref is not None:
-            owner = self._resolve(namespace, old_ref)
-            if owner is not None:
-                self.enqueue(owner)
-        if cur_ref is not None:
-            owner = self._resolve(namespace, cur_ref)
-            if owner is None:
-                return
-            self.enqueue(owner)
-            min_ready = int((owner.get("spec") or {}).get("minReadySeconds") or 0)
-            if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
-                # Look again once the pod has been ready long enough to count as available.
-                self.queue.add_after(object_key(owner), min_ready + 1)
-            return
-        if label_changed or ref_changed:
-            self._enqueue_matching(cur)
+        enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._matching_owners)
 
     def _pod_deleted(self, pod: Obj) -> None:
         owner = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))

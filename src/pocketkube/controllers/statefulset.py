@@ -37,6 +37,7 @@ from pocketkube.controllers.replicaset import (
     adopt_patch,
     claim_objects,
     controller_ref,
+    enqueue_owners_of_updated_pod,
     is_pod_available,
     is_pod_ready,
     new_controller_ref,
@@ -453,25 +454,7 @@ class StatefulSetController(Controller):
     def _pod_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
             return
-        labels_changed = cur["metadata"].get("labels") != old["metadata"].get("labels")
-        cur_ref, old_ref = controller_ref(cur), controller_ref(old)
-        namespace = cur["metadata"]["namespace"]
-        if cur_ref != old_ref and old_ref is not None:
-            sts = self._resolve(namespace, old_ref)
-            if sts is not None:
-                self.enqueue(sts)
-        if cur_ref is not None:
-            sts = self._resolve(namespace, cur_ref)
-            if sts is None:
-                return
-            self.enqueue(sts)
-            min_ready = int((sts.get("spec") or {}).get("minReadySeconds") or 0)
-            if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
-                self.queue.add_after(object_key(sts), min_ready + 1)
-            return
-        if labels_changed or cur_ref != old_ref:
-            for sts in self._sets_for_pod(cur):
-                self.enqueue(sts)
+        enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._sets_for_pod)
 
     def _pod_deleted(self, pod: Obj) -> None:
         sts = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))
