@@ -154,13 +154,14 @@ def test_deployment_defaults_and_status_isolation(cluster: Cluster, namespace: s
         assert created.spec.template.spec.restart_policy == "Always"
         assert created.status is None or not created.status.replicas
         assert created.metadata.generation == 1
-        # /status changes only status; the main endpoint ignores status.
-        status = apps.patch_namespaced_deployment_status("d", namespace, {"status": {"replicas": 5},
+        # /status changes only status; the main endpoint ignores status. collisionCount is the
+        # one status field the deployment controller (running meanwhile) carries over unchanged.
+        status = apps.patch_namespaced_deployment_status("d", namespace, {"status": {"collisionCount": 5},
                                                                           "spec": {"replicas": 9}})
-        assert status.status.replicas == 5 and status.spec.replicas == 1
-        main = apps.patch_namespaced_deployment("d", namespace, {"status": {"replicas": 1},
+        assert status.status.collision_count == 5 and status.spec.replicas == 1
+        main = apps.patch_namespaced_deployment("d", namespace, {"status": {"collisionCount": 1},
                                                                 "metadata": {"labels": {"x": "y"}}})
-        assert main.status.replicas == 5 and main.metadata.labels == {"x": "y"}
+        assert main.status.collision_count == 5 and main.metadata.labels == {"x": "y"}
         assert main.metadata.generation == 1  # no spec change
         scaled = apps.patch_namespaced_deployment_scale("d", namespace, {"spec": {"replicas": 4}})
         assert scaled.spec.replicas == 4 and scaled.status.selector == "a=b"
