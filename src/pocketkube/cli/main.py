@@ -153,6 +153,34 @@ def _run_server(args: argparse.Namespace) -> int:
                                                    verbose=args.verbose))
 
 
+def _engine_parsers(sub: argparse._SubParsersAction) -> None:
+    """The Docker-style commands, listed in `pocketkube --help` (they parse with their own parsers)."""
+    from pocketkube.cli.docker.parser import ENGINE_COMMANDS, REGISTRY_COMMANDS
+
+    for name in ENGINE_COMMANDS:
+        if name != "container-cleanup":
+            sub.add_parser(name, help=f"container engine: {name} (like docker {name})", add_help=False)
+    for name in REGISTRY_COMMANDS:
+        sub.add_parser(name, help="image registry server" if name == "registry" else
+                       f"registry client: {name} (like docker {name})", add_help=False)
+
+
+def _run_registry_command(argv: list[str]) -> int:
+    from pocketkube.cli.registry import add_registry_commands, run_registry_command
+
+    parser = argparse.ArgumentParser(prog="pocketkube")
+    add_registry_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run_registry_command(parser.parse_args(argv))
+
+
+def _run_engine_command(argv: list[str]) -> int:
+    from pocketkube.cli.docker.commands import run_command
+    from pocketkube.cli.docker.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    return run_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # kubectl's own flags must pass through untouched, so it is dispatched before argparse sees them.
@@ -165,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
             data_dir, rest = Path(rest[0].split("=", 1)[1]), rest[1:]
         return run_kubectl(rest, data_dir=data_dir)
 
+    from pocketkube.cli.docker.parser import ENGINE_COMMANDS, REGISTRY_COMMANDS
+
+    # The engine's and the registry's commands parse with their own parsers, imported only when used so
+    # that `pocketkube run` starts quickly.
+    if argv[:1] and argv[0] in ENGINE_COMMANDS:
+        return _run_engine_command(argv)
+    if argv[:1] and argv[0] in REGISTRY_COMMANDS:
+        return _run_registry_command(argv)
+
     parser = argparse.ArgumentParser(prog="pocketkube", description="Kubernetes and its container engine, "
                                      "in Python")
     parser.add_argument("--version", action="version",
@@ -175,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     _scheduler_parser(sub)
     _agent_parser(sub)
     sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
+    _engine_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Docker-style commands of the container engine: parsing, wiring and output."""

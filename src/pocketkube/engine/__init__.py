@@ -1,0 +1,1 @@
+"""Container engine: images, snapshots, runtime — independent of Kubernetes."""

@@ -1,0 +1,1 @@
+"""Image references, content-addressed blobs, the local image store and image archives (load/save/import)."""

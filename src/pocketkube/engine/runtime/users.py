@@ -1,0 +1,119 @@
+"""`--user` resolved inside an image's root filesystem (its /etc/passwd and /etc/group, never the host's),
+with the rules runc's user package gives Docker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pocketkube.engine.paths import resolve_in_root
+
+MAX_ID = 2**31 - 1  # ids the kernel takes from a container's point of view
+
+
+class UserNotFound(ValueError):
+    pass
+
+
+class GroupNotFound(UserNotFound):
+    pass
+
+
+@dataclass
+class _PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass
+class _GroupEntry:
+    name: str
+    gid: int
+    members: list[str]
+
+
+def _read_table(rootfs: Path, path: str) -> list[list[str]]:
+    """Colon-separated records of a file inside the rootfs; a missing file is an empty table."""
+    try:
+        text = resolve_in_root(Path(rootfs), path).read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rows.append(line.split(":"))
+    return rows
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _passwd(rootfs: Path) -> list[_PasswdEntry]:
+    entries = []
+    for row in _read_table(rootfs, "/etc/passwd"):
+        row += [""] * (7 - len(row))
+        uid, gid = _int_or_none(row[2]), _int_or_none(row[3])
+        if uid is not None and gid is not None:
+            entries.append(_PasswdEntry(row[0], uid, gid, row[5]))
+    return entries
+
+
+def _groups(rootfs: Path) -> list[_GroupEntry]:
+    entries = []
+    for row in _read_table(rootfs, "/etc/group"):
+        row += [""] * (4 - len(row))
+        gid = _int_or_none(row[2])
+        if gid is not None:
+            entries.append(_GroupEntry(row[0], gid, [m.strip() for m in row[3].split(",") if m.strip()]))
+    return entries
+
+
+def _checked_id(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise UserNotFound(f"{what} {value} is out of range: ids must be between 0 and {MAX_ID}")
+    return value
+
+
+def resolve_user(rootfs: Path, user: str | None) -> tuple[int, int, list[int], str]:
+    """(uid, gid, supplementary gids, home) for "", "name", "uid", and any of those followed by ":group" or
+    ":gid". Numeric ids need no passwd entry (the gid is then 0 and the home "/"). Supplementary groups come
+    from /etc/group membership, and only when no group was given explicitly."""
+    user_part, _, group_part = (user or "").partition(":")
+    numeric_uid = _int_or_none(user_part)
+    passwd = _passwd(rootfs)
+    if not user_part:
+        matches = [e for e in passwd if e.uid == 0]
+    elif numeric_uid is not None:
+        matches = [e for e in passwd if e.uid == numeric_uid]
+    else:
+        matches = [e for e in passwd if e.name == user_part]
+    if matches:
+        entry = matches[0]
+        uid, gid, home, name = entry.uid, entry.gid, entry.home or "/", entry.name
+    elif numeric_uid is not None or not user_part:
+        uid, gid, home, name = numeric_uid or 0, 0, "/", ""
+    else:
+        raise UserNotFound(f"unable to find user {user_part}: no matching entries in passwd file")
+    uid = _checked_id(uid, "uid")
+
+    groups = _groups(rootfs) if group_part or name else []
+    supplementary: list[int] = []
+    if group_part:
+        named = [g for g in groups if g.name == group_part or str(g.gid) == group_part]
+        if named:
+            gid = named[0].gid
+        else:
+            numeric_gid = _int_or_none(group_part)
+            if numeric_gid is None:
+                raise GroupNotFound(f"unable to find group {group_part}: no matching entries in group file")
+            gid = numeric_gid
+    else:
+        supplementary = list(dict.fromkeys(g.gid for g in groups if name in g.members))
+    return uid, _checked_id(gid, "gid"), supplementary, home

@@ -1,0 +1,1 @@
+"""Container networking: CNI plugin invocation and the engine's default bridge network."""
