@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pocketkube.engine.engine import Engine
+from pocketkube.engine.images.busybox import busybox_rootfs_tar
 
 POCKETKUBE = [sys.executable, "-m", "pocketkube.cli.main"]
 
@@ -33,3 +36,15 @@ class EngineEnv:
 
     def out(self, *args: str, **kw) -> str:
         return self.cli(*args, check=True, **kw).stdout.decode()
+
+
+def make_busybox_rootfs(root: Path) -> Path:
+    """A plain busybox root filesystem directory (the files of the busybox base image), for tests that
+    drive the runtimes directly with their own bundles."""
+    data = io.BytesIO()
+    busybox_rootfs_tar(data)
+    data.seek(0)
+    root.mkdir(parents=True)
+    with tarfile.open(fileobj=data) as tar:
+        tar.extractall(root, filter="tar")
+    return root

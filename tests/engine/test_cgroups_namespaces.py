@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from engine_harness import make_busybox_rootfs
 
 from pocketkube.engine.runtime import cgroups, namespaces
 from pocketkube.engine.runtime.spec import (
@@ -58,15 +59,9 @@ def _wait_until(condition, timeout: float = 10.0, what: str = "condition"):
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A busybox root filesystem: the static binary, its applets as symlinks, a passwd and a group file."""
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    for directory in ("bin", "etc", "proc", "sys", "dev", "tmp", "home/app"):
-        (root / directory).mkdir(parents=True)
-    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
+    """The busybox files plus an `app` user (1000) who is also in the group `extra` (2000)."""
+    root = make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    (root / "home" / "app").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\napp:x:1000:\nextra:x:2000:app\n")
     return root

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from engine_harness import make_busybox_rootfs
 
 from pocketkube.engine.runtime.oci import ContainerNotFound, OCIRuntime, OCIRuntimeError
 
@@ -34,14 +35,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-    for applet in BUSYBOX_APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    for directory in ("proc", "sys", "dev", "tmp"):
-        (root / directory).mkdir()
-    return root
+    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
 @pytest.fixture(scope="module")

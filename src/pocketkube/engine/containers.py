@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pocketkube.engine import names
+from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.runtime.spec import Mount, Resources
 
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -223,13 +224,7 @@ class ContainerStore:
         return ""
 
     def save(self, container: Container) -> None:
-        path = container.directory / "container.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(container.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(container.directory / "container.json", json.dumps(container.to_dict()).encode())
 
     def load(self, cid: str) -> Container:
         directory = self._dir(cid)

@@ -33,8 +33,9 @@ from typing import IO, BinaryIO
 
 import zstandard
 
+from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.images import mediatypes as mt
-from pocketkube.engine.images.content import ContentStore, DigestMismatch, fsync_dir, validate_digest
+from pocketkube.engine.images.content import ContentStore, DigestMismatch, validate_digest
 from pocketkube.engine.images.reference import InvalidReference, Reference, parse_reference
 from pocketkube.engine.images.store import (
     Image,
@@ -709,26 +710,11 @@ def save_oci_layout(store: ImageStore, names: Sequence[str], directory: Path) ->
             target = blob_dir / digest.removeprefix("sha256:")
             if not target.exists():
                 with blobs.open(digest) as source:
-                    _write_atomically(target, lambda f, source=source: shutil.copyfileobj(source, f, _CHUNK))
+                    write_atomic(target, lambda f, source=source: shutil.copyfileobj(source, f, _CHUNK))
     replaced = {(d.get("annotations") or {}).get(_REF_NAME) for d in descriptors} - {None}
     kept = [d for d in existing if (d.get("annotations") or {}).get(_REF_NAME) not in replaced]
-    _write_atomically(directory / "oci-layout", lambda f: f.write(_oci_layout_file()))
-    _write_atomically(directory / "index.json", lambda f: f.write(_oci_index(kept + descriptors)))
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(directory / "oci-layout", lambda f: f.write(_oci_layout_file()))
+    write_atomic(directory / "index.json", lambda f: f.write(_oci_index(kept + descriptors)))
 
 
 # --- importing a root filesystem -----------------------------------------------------------------

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pocketkube.engine.fsutil import fsync_dir
+
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _HEX_RE = re.compile(r"[a-f0-9]{64}")
 
@@ -37,15 +39,6 @@ def validate_digest(digest: str) -> str:
     if colon and algorithm != "sha256" and re.fullmatch(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*", algorithm):
         raise ValueError(f"unsupported digest algorithm {algorithm!r} in {digest!r}: only sha256 is supported")
     raise ValueError(f"invalid digest {digest!r}: expected 'sha256:' followed by 64 lowercase hex digits")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobWriter:

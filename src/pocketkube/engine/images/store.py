@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pocketkube.engine.fsutil import write_json_atomic
 from pocketkube.engine.images import mediatypes as mt
-from pocketkube.engine.images.content import BlobNotFound, ContentStore, fsync_dir, validate_digest
+from pocketkube.engine.images.content import BlobNotFound, ContentStore, validate_digest
 from pocketkube.engine.images.reference import InvalidReference, Reference, parse_reference
 
 InUse = Callable[[str], str | bool | None]
@@ -189,20 +189,6 @@ def _parse_document(data: bytes, digest: str) -> dict:
     return document
 
 
-def _write_json(path: Path, document: Any) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(document, indent=1, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_bytes())
@@ -300,11 +286,11 @@ class ImageStore:
                     raise ValueError(f"reference {ref.familiar()} does not name this image ({manifest_digest})")
             state = self._read_state()
             state.images[manifest_digest] = {"id": image_id, "index": index_digest}
-            _write_json(self.root / _IMAGES, state.images)
+            write_json_atomic(self.root / _IMAGES, state.images)
             if references:
                 for ref in references:
                     state.refs[self._ref_key(ref)] = manifest_digest
-                _write_json(self.root / _REPOSITORIES, state.refs)
+                write_json_atomic(self.root / _REPOSITORIES, state.refs)
             return self._build(image_id, self._read_state(), prefer=manifest_digest)
 
     def create(self, config: dict, layers: Sequence[Layer | tuple[str, str, int, str]], refs: Iterable[str] = (),
@@ -328,7 +314,7 @@ class ImageStore:
             sizes = _read_json(self.root / _LAYERS)
             for layer in known:
                 sizes[layer.diff_id] = {"blob": layer.digest, "uncompressed": layer.uncompressed_size}
-            _write_json(self.root / _LAYERS, sizes)
+            write_json_atomic(self.root / _LAYERS, sizes)
 
     def tag(self, source: str, target: str) -> None:
         """Point ``target`` at the image ``source`` names, like ``docker tag``; the image the tag
@@ -340,7 +326,7 @@ class ImageStore:
             state = self._read_state()
             image_id, manifest_digest, _ = self._lookup(source, state)
             state.refs[str(ref)] = manifest_digest
-            _write_json(self.root / _REPOSITORIES, state.refs)
+            write_json_atomic(self.root / _REPOSITORIES, state.refs)
 
     # --- finding images ----------------------------------------------------------------------------
 
@@ -418,7 +404,7 @@ class ImageStore:
                         f"{_container_text(user)} is using its referenced image {_short_id(image_id)}")
                 records += self._untag(ref, image_id, state)
                 records += self._drop_orphaned_digest_refs(ref, image_id, state)
-                _write_json(self.root / _REPOSITORIES, state.refs)
+                write_json_atomic(self.root / _REPOSITORIES, state.refs)
                 if self._refs_of(image_id, state) or (not force and in_use(image_id)):
                     return records
             elif not force:
@@ -432,10 +418,10 @@ class ImageStore:
             for key in self._refs_of(image_id, state):
                 del state.refs[key]
                 records.append(("Untagged", parse_reference(key).familiar()))
-            _write_json(self.root / _REPOSITORIES, state.refs)
+            write_json_atomic(self.root / _REPOSITORIES, state.refs)
             for manifest_digest in state.by_id.get(image_id, []):
                 state.images.pop(manifest_digest, None)
-            _write_json(self.root / _IMAGES, state.images)
+            write_json_atomic(self.root / _IMAGES, state.images)
             records.append(("Deleted", image_id))
             return records
 
@@ -482,7 +468,7 @@ class ImageStore:
                 deleted.append(digest)
             kept_layers = {diff_id: size for diff_id, size in state.layers.items() if diff_id in live_diff_ids}
             if kept_layers != state.layers:
-                _write_json(self.root / _LAYERS, kept_layers)
+                write_json_atomic(self.root / _LAYERS, kept_layers)
             self.content.prune_ingest()
             return deleted
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid as uuids
 from collections.abc import Iterator
@@ -28,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pocketkube.engine.fsutil import fsync_dir, write_atomic
 from pocketkube.engine.images import mediatypes as mt
-from pocketkube.engine.images.content import fsync_dir, validate_digest
+from pocketkube.engine.images.content import validate_digest
 from pocketkube.engine.images.store import media_type_of
 from pocketkube.engine.registry.errors import DistributionError
 
@@ -67,21 +67,6 @@ def parse_digest(text: str) -> str:
         return validate_digest(text)
     except ValueError as err:
         raise DistributionError("DIGEST_INVALID", str(err), detail={"digest": text}) from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _hex(digest: str) -> str:
@@ -176,7 +161,7 @@ class RegistryStorage:
     def link_blob(self, name: str, digest: str) -> None:
         link = self._layer_link(name, digest)
         if not link.is_file():
-            _atomic_write(link, digest.encode())
+            write_atomic(link, digest.encode())
 
     def unlink_blob(self, name: str, digest: str) -> None:
         """Forget a blob in one repository (the content stays for others until garbage collection)."""
@@ -210,7 +195,7 @@ class RegistryStorage:
         directory.mkdir()
         started = time.time()
         (directory / "data").touch()
-        _atomic_write(directory / "info.json", json.dumps({"name": name, "started": started}).encode())
+        write_atomic(directory / "info.json", json.dumps({"name": name, "started": started}).encode())
         self._hashes[upload_id] = _RunningHash()
         return Upload(upload_id, name, started, 0)
 
@@ -286,7 +271,7 @@ class RegistryStorage:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.blob_path(digest)
         if not target.exists():
-            _atomic_write(target, data)
+            write_atomic(target, data)
         return digest
 
     # --- manifests -----------------------------------------------------------------------------------
@@ -338,7 +323,7 @@ class RegistryStorage:
         self._check_references(name, document, media_type)
         subject = document.get("subject")
         self.store_blob(data)
-        _atomic_write(self._revision(name, digest), json.dumps({"mediaType": media_type}).encode())
+        write_atomic(self._revision(name, digest), json.dumps({"mediaType": media_type}).encode())
         if subject is not None:
             descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
             artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
@@ -346,10 +331,10 @@ class RegistryStorage:
                 descriptor["artifactType"] = artifact_type
             if document.get("annotations"):
                 descriptor["annotations"] = document["annotations"]
-            _atomic_write(self._referrer_dir(name, subject["digest"]) / _hex(digest),
+            write_atomic(self._referrer_dir(name, subject["digest"]) / _hex(digest),
                           json.dumps(descriptor).encode())
         if tag is not None:
-            _atomic_write(self._tag_file(name, tag), digest.encode())
+            write_atomic(self._tag_file(name, tag), digest.encode())
         return digest, subject["digest"] if subject is not None else None
 
     def _check_references(self, name: str, document: dict, media_type: str) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.snapshots.unpack import apply_layer
 
 _MS_RDONLY = 0x1
@@ -416,7 +417,7 @@ class Snapshotter:
             index = _Index(**json.loads(path.read_text())) if path.exists() else _Index()
             yield index
             if write:
-                _write_atomically(path, json.dumps(index.__dict__, indent=1, sort_keys=True).encode())
+                write_atomic(path, json.dumps(index.__dict__, indent=1, sort_keys=True).encode())
         finally:
             os.close(lock)
 
@@ -522,20 +523,6 @@ class Snapshotter:
             return False
         finally:
             shutil.rmtree(probe, ignore_errors=True)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    with open(temp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _syncfs(path: Path) -> None:
