@@ -35,13 +35,38 @@ def terminal_size() -> tuple[int, int] | None:
 
 
 async def _forward_stdin(write: Callable[[bytes], Awaitable[None]], close: Callable[[], Awaitable[None]]) -> None:
-    """Copies our stdin to the container until EOF, then closes the container's stdin."""
+    """Copies our stdin to the container until EOF, then closes the container's stdin. Terminals and pipes
+    are read without blocking when the event loop says they are ready (epoll may say so spuriously), so
+    nothing stays stuck in read() once the container ends; a regular file, which epoll cannot watch, is
+    read in a thread: it never blocks."""
     loop = asyncio.get_running_loop()
-    while True:
-        data = await loop.run_in_executor(None, os.read, 0, 65536)
-        if not data:
-            break
-        await write(data)
+    ready = asyncio.Event()
+    was_blocking = os.get_blocking(0)
+    try:
+        loop.add_reader(0, ready.set)
+    except PermissionError:
+        watched = False
+    else:
+        watched = True
+        os.set_blocking(0, False)
+    try:
+        while True:
+            if watched:
+                await ready.wait()
+                ready.clear()
+                try:
+                    data = os.read(0, 65536)
+                except BlockingIOError:
+                    continue
+            else:
+                data = await loop.run_in_executor(None, os.read, 0, 65536)
+            if not data:
+                break
+            await write(data)
+    finally:
+        if watched:
+            loop.remove_reader(0)
+            os.set_blocking(0, was_blocking)
     await close()
 
 
