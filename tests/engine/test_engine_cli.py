@@ -24,10 +24,10 @@ def test_isolation_pid_hostname_mounts(engine_env: EngineEnv) -> None:
                          "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; ps -o pid | wc -l; "
                          "grep -c ' / ' /proc/mounts; ls /")
     lines = out.splitlines()
-    assert lines[0].startswith("sh -c cat /proc/1/cmdline")   # pid 1 is the container's command
-    assert lines[1] == "box1"
-    assert int(lines[2]) <= 4                                 # header + sh + ps (+ wc): none of the host's
-    assert "bin" in lines and "etc" in lines and "work" not in lines
+    assert lines[0].startswith("sh -c cat /proc/1/cmdline"), out   # pid 1 is the container's command
+    assert lines[1] == "box1", out
+    assert int(lines[2]) <= 4, out                                 # header + sh + ps (+ wc): none of the host's
+    assert "bin" in lines and "etc" in lines and "work" not in lines, out
 
 
 def test_writes_stay_in_the_container(engine_env: EngineEnv) -> None:
