@@ -54,6 +54,7 @@ BIG_BLOB = 64 * 1024 * 1024
 SMALL_BLOB = 4096
 SMALL_BLOB_COUNT = 500
 READY_SECONDS = 30.0
+TARGET_RATIO = 0.8  # issue 7: push/pull throughput against skopeo's
 
 # The anchor for blob GETs: aiohttp serving the registry's blob files with nothing in between.
 BARE_SERVER = """
@@ -420,7 +421,13 @@ def main() -> int:
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(f"Registry benchmark ({os.cpu_count()} CPUs, everything on 127.0.0.1)", rows)
+    print_table(f"Registry benchmark ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, everything "
+                "on 127.0.0.1)", rows)
+    for row in rows:
+        if row.name.startswith(("push", "pull")) and "pocketkube" in row.name and row.ratio is not None:
+            verdict = "met" if row.ratio >= TARGET_RATIO else "not met"
+            print(f"target: {row.name.split(':')[0]} ≥ {TARGET_RATIO} of skopeo's throughput: {row.ratio:.2f} — "
+                  f"{verdict}")
     return 0
 
 

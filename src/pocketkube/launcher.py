@@ -1,6 +1,7 @@
-"""What `pocketkube server` runs: the API server, plus the controller manager and the scheduler.
+"""What `pocketkube server` runs: the API server, plus the controller manager, the scheduler and the kubelet
+of the server's own node.
 
-The two components run as child processes of the server, each with its own client certificate: Python
+The components run as child processes of the server, each with its own client certificate: Python
 runs one thread of Python code at a time per process, so sharing the API server's process would put
 the whole control plane on one core. The server supervises them (restarting one that dies) and they
 die with it (PR_SET_PDEATHSIG), so `pocketkube server` still behaves as one unit.
@@ -14,6 +15,7 @@ import ctypes
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pocketkube.apiserver.pki import PKI, kubeconfig_path, write_kubeconfig
@@ -37,10 +39,11 @@ def _die_with_parent() -> None:
 class ComponentProcess:
     """One supervised component: `pocketkube COMMAND --kubeconfig FILE`, restarted with back-off if it dies."""
 
-    def __init__(self, command: str, kubeconfig: Path, verbose: bool = False) -> None:
+    def __init__(self, command: str, kubeconfig: Path, verbose: bool = False, extra_args: list[str] = ()) -> None:
         self.command = command
         self.kubeconfig = kubeconfig
         self.verbose = verbose
+        self.extra_args = list(extra_args)
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = False
 
@@ -48,7 +51,8 @@ class ComponentProcess:
         delay = 1.0
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            args = [sys.executable, "-m", "pocketkube.cli.main", self.command, "--kubeconfig", str(self.kubeconfig)]
+            args = [sys.executable, "-m", "pocketkube.cli.main", self.command, "--kubeconfig", str(self.kubeconfig),
+                    *self.extra_args]
             if self.verbose:
                 args.append("--verbose")
             self.process = await asyncio.create_subprocess_exec(*args, preexec_fn=_die_with_parent)
@@ -82,8 +86,36 @@ def component_kubeconfig(config: ServerConfig, pki: PKI, server_url: str, comman
     return path
 
 
+def node_kubeconfig(config: ServerConfig, pki: PKI, server_url: str, node_name: str) -> Path:
+    """The server's own node's credentials: CN=system:node:NAME, O=system:nodes, as upstream's node authorizer
+    expects of a kubelet."""
+    path = config.data_dir / "tls" / "kubelet.kubeconfig"
+    cert, key = pki.issue_client_cert(f"system:node:{node_name}", ["system:nodes"])
+    write_kubeconfig(path, server_url=server_url, pki=pki, user=f"system:node:{node_name}", client_cert=cert,
+                     client_key=key)
+    return path
+
+
+@dataclass
+class AgentOptions:
+    """The kubelet the server starts for its own node (`pocketkube kubelet` flags)."""
+
+    node_name: str
+    node_ip: str
+    kubelet_port: int
+    cni_bridge: str
+    image_gc_thresholds: tuple[int, int] = (85, 80)   # high, low (percent of the disk)
+
+    def args(self, config: ServerConfig) -> list[str]:
+        high, low = self.image_gc_thresholds
+        return ["--data-dir", str(config.data_dir), "--node-name", self.node_name, "--node-ip", self.node_ip,
+                "--port", str(self.kubelet_port), "--cni-bridge", self.cni_bridge,
+                "--cluster-cidr", config.cluster_cidr, "--service-cidr", config.service_cidr, "--control-plane",
+                "--image-gc-high-threshold", str(high), "--image-gc-low-threshold", str(low)]
+
+
 async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_manager: bool = True,
-                     scheduler: bool = True, verbose: bool = False) -> None:
+                     scheduler: bool = True, agent: AgentOptions | None = None, verbose: bool = False) -> None:
     """Run until `stop` is set; log one line once /readyz answers 200."""
     server = APIServer(config)
     components: list[ComponentProcess] = []
@@ -101,6 +133,11 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_ma
                 component = ComponentProcess(command, kubeconfig, verbose)
                 components.append(component)
                 tasks.append(asyncio.create_task(component.supervise(), name=command))
+        if agent is not None:
+            kubeconfig = await asyncio.to_thread(node_kubeconfig, config, server.pki, server.url, agent.node_name)
+            component = ComponentProcess("kubelet", kubeconfig, verbose, agent.args(config))
+            components.append(component)
+            tasks.append(asyncio.create_task(component.supervise(), name="kubelet"))
         await stop.wait()
     finally:
         await asyncio.gather(*(c.stop() for c in components), return_exceptions=True)

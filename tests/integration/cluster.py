@@ -146,4 +146,8 @@ def new_cluster(datastore: str = "", extra_args: list[str] | None = None) -> Clu
         # Nothing makes namespaces' `default` service accounts without the controller manager, so pods would
         # be refused: test servers turn the ServiceAccount plugin off, as upstream's integration tests do.
         args.append("--disable-admission-plugins=ServiceAccount")
+    if not any(a.startswith("--node-name") for a in args) and "--disable-agent" not in args:
+        # A real kubelet changes the host (bridge, NAT rule, cgroups); only the kubelet's own tests, which
+        # name their node and isolate its settings, run one.
+        args.append("--disable-agent")
     return Cluster(data_dir, free_port(), datastore, extra_args=args)

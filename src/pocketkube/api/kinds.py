@@ -13,6 +13,7 @@ SUBRESOURCE_VERBS = {
     "scale": ("get", "patch", "update"),
     "binding": ("create",),
     "eviction": ("create",),
+    "token": ("create",),
 }
 
 # Go package of each group's types, as named in the OpenAPI definitions (io.k8s.api.<pkg>.<version>.<Kind>).
@@ -125,7 +126,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("", "v1", "Endpoints", "endpoints", short_names=("ep",), single_name="endpoints"),
     _r("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
     _r("", "v1", "Secret", "secrets"),
-    _r("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",)),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",)),
     _r("", "v1", "Node", "nodes", False, short_names=("no",), subresources=("status",)),
     _r("", "v1", "Event", "events", short_names=("ev",)),
     _r("", "v1", "PersistentVolume", "persistentvolumes", False, short_names=("pv",), subresources=("status",)),

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from pocketkube.apiserver.nodetoken import BOOTSTRAP_GROUPS, BOOTSTRAP_USER, JoinToken
 from pocketkube.apiserver.pki import ADMIN_GROUP, ADMIN_USER
+from pocketkube.apiserver.satokens import ServiceAccountTokens, looks_like_jwt
 
 AUTHENTICATED_GROUP = "system:authenticated"
 
@@ -69,7 +70,9 @@ def load_token_file(path: Path) -> dict[str, UserInfo]:
 
 
 class Authenticator:
-    def __init__(self, pki_ca_path: Path, token_file: Path, node_token: JoinToken | None = None) -> None:
+    def __init__(self, pki_ca_path: Path, token_file: Path, node_token: JoinToken | None = None, *,
+                 service_account_tokens: ServiceAccountTokens | None = None) -> None:
+        self.service_account_tokens = service_account_tokens
         ca = x509.load_pem_x509_certificate(Path(pki_ca_path).read_bytes())
         cns = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         # The TLS layer has already verified the chain; remembering the CA's name lets us refuse
@@ -108,6 +111,11 @@ class Authenticator:
         parts = header.strip().split(" ", 2)
         if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
             return None
+        if self.service_account_tokens is not None and looks_like_jwt(parts[1]):
+            identity = self.service_account_tokens.verify(parts[1])
+            if identity is None:
+                return None
+            return UserInfo(identity.username, _with_authenticated(identity.groups), uid=identity.uid)
         presented = parts[1].encode()
         found: UserInfo | None = None
         # Compare against every token, without stopping early, so timing reveals nothing.

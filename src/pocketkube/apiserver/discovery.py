@@ -17,8 +17,26 @@ _SUBRESOURCE_KINDS: dict[str, tuple[str, str, str] | None] = {
     "binding": ("", "v1", "Binding"),
     "eviction": ("policy", "v1", "Eviction"),
     "finalize": None,
+    "token": ("authentication.k8s.io", "v1", "TokenRequest"),
 }
 _SUBRESOURCE_VERBS = {**SUBRESOURCE_VERBS, "finalize": ("update",)}
+# Pod subresources the pod's kubelet serves (apiserver/kubeletproxy.py): (name, verbs, kind).
+_KUBELET_SUBRESOURCES = {
+    ("", "pods"): (("attach", ("create", "get"), "PodAttachOptions"),
+                   ("exec", ("create", "get"), "PodExecOptions"),
+                   ("log", ("get",), "Pod"),
+                   ("portforward", ("create", "get"), "PodPortForwardOptions")),
+}
+
+
+def _subresources(info: ResourceInfo) -> list[tuple[str, tuple[str, ...], tuple[str, str, str], bool]]:
+    """(name, verbs, response group/version/kind, whether legacy discovery names that group/version) of each
+    subresource of a resource."""
+    entries = [(sub, _SUBRESOURCE_VERBS[sub], _SUBRESOURCE_KINDS[sub] or (info.group, info.version, info.kind),
+                _SUBRESOURCE_KINDS[sub] is not None) for sub in info.subresources]
+    for sub, verbs, kind in _KUBELET_SUBRESOURCES.get((info.group, info.plural), ()):
+        entries.append((sub, verbs, (info.group, info.version, kind), False))
+    return entries
 
 
 def _storage_version_hash(info: ResourceInfo) -> str:
@@ -70,12 +88,10 @@ def api_resource_list(catalog: ResourceCatalog, group: str, version: str) -> Obj
             entry["categories"] = list(info.categories)
         entry["storageVersionHash"] = _storage_version_hash(info)
         resources.append(entry)
-        for sub in info.subresources:
+        for sub, verbs, gvk, names_version in _subresources(info):
             sub_entry: Obj = {"name": f"{info.plural}/{sub}", "singularName": "", "namespaced": info.namespaced,
-                              "kind": info.kind, "verbs": list(_SUBRESOURCE_VERBS[sub])}
-            gvk = _SUBRESOURCE_KINDS[sub]
-            if gvk is not None:
-                sub_entry["kind"] = gvk[2]
+                              "kind": gvk[2], "verbs": list(verbs)}
+            if names_version:
                 if gvk[0]:
                     sub_entry["group"] = gvk[0]
                 sub_entry["version"] = gvk[1]
@@ -97,11 +113,10 @@ def _aggregated_resource(info: ResourceInfo) -> Obj:
     if info.categories:
         entry["categories"] = list(info.categories)
     subresources = []
-    for sub in info.subresources:
-        gvk = _SUBRESOURCE_KINDS[sub] or (info.group, info.version, info.kind)
+    for sub, verbs, gvk, _ in _subresources(info):
         subresources.append({"subresource": sub,
                              "responseKind": {"group": gvk[0], "version": gvk[1], "kind": gvk[2]},
-                             "verbs": list(_SUBRESOURCE_VERBS[sub])})
+                             "verbs": list(verbs)})
     if subresources:
         entry["subresources"] = subresources
     return entry

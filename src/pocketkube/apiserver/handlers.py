@@ -35,6 +35,7 @@ from pocketkube.apiserver.registry import (
     now_rfc3339,
     parse_resource_version,
 )
+from pocketkube.apiserver.satokens import ServiceAccountTokens
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, WatchItem, decode_kv
@@ -145,9 +146,11 @@ def _partial_metadata(obj: Obj) -> Obj:
 class ResourceHandler:
     """Serves /api/v1/... and /apis/G/V/... for every resource in the catalogue."""
 
-    def __init__(self, catalog: ResourceCatalog, registry: Registry) -> None:
+    def __init__(self, catalog: ResourceCatalog, registry: Registry,
+                 service_account_tokens: ServiceAccountTokens) -> None:
         self.catalog = catalog
         self.registry = registry
+        self.service_account_tokens = service_account_tokens
 
     async def handle(self, request: web.Request, group: str, version: str, tail: str) -> web.StreamResponse:
         target = req.parse_target(self.catalog, group, version, tail)

@@ -49,6 +49,12 @@ KUBERNETES_SERVICE_NAMES = (
 
 ADMIN_USER = "admin"
 ADMIN_GROUP = "system:masters"
+# The API server's identity towards kubelets (logs, exec, attach, port-forward), named as kubeadm names it.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+# Where a joining agent gets its node client certificate (CN=system:node:NAME, O=system:nodes) with the join
+# token, naming its node in the header (k3s: /v1-k3s/client-kubelet.crt).
+NODE_CERT_PATH = "/v1-pocketkube/client-kubelet.crt"
+NODE_NAME_HEADER = "X-Pocketkube-Node-Name"
 
 
 def kubeconfig_path(data_dir: Path) -> Path:
@@ -67,6 +73,8 @@ class PKI:
     serving_key: Path
     admin_cert: Path
     admin_key: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
     token_file: Path
 
     @classmethod
@@ -80,6 +88,8 @@ class PKI:
             serving_key=tls / "serving.key",
             admin_cert=tls / "admin.crt",
             admin_key=tls / "admin.key",
+            kubelet_client_cert=tls / "kubelet-client.crt",
+            kubelet_client_key=tls / "kubelet-client.key",
             token_file=Path(data_dir) / TOKEN_FILE,
         )
 
@@ -103,6 +113,14 @@ class PKI:
         ca_cert, ca_key = self._load_ca()
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _client_cert(ca_cert, ca_key, key, cn, orgs)
+        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+    def issue_serving_cert(self, cn: str, hosts: list[str]) -> tuple[bytes, bytes]:
+        """Sign a serving certificate for `hosts` (IPs or DNS names), e.g. a kubelet's; returns (cert PEM,
+        key PEM)."""
+        ca_cert, ca_key = self._load_ca()
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _serving_cert(ca_cert, ca_key, key, _dedup([_to_san(h) for h in hosts]), cn)
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -153,6 +171,13 @@ def ensure_pki(
         cert = _client_cert(ca_cert, ca_key, key, ADMIN_USER, [ADMIN_GROUP])
         _write(pki.admin_key, _key_pem(key), 0o600)
         _write(pki.admin_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    kubelet_client = _load_cert(pki.kubelet_client_cert) if pki.kubelet_client_key.exists() else None
+    if fresh_ca or not _still_good(kubelet_client, ca_cert):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _client_cert(ca_cert, ca_key, key, KUBELET_CLIENT_USER, [ADMIN_GROUP])
+        _write(pki.kubelet_client_key, _key_pem(key), 0o600)
+        _write(pki.kubelet_client_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     if not pki.token_file.exists() or not pki.token_file.read_text().strip():
         _write(pki.token_file, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
@@ -260,8 +285,9 @@ def _serving_cert(
     ca_key: ec.EllipticCurvePrivateKey,
     key: ec.EllipticCurvePrivateKey,
     sans: list[SAN],
+    cn: str = "kube-apiserver",
 ) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     builder = _leaf(ca_cert, ca_key, key, subject, ExtendedKeyUsageOID.SERVER_AUTH)
     builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, hashes.SHA256())

@@ -397,8 +397,10 @@ class Registry:
                 if opts.dry_run:
                     await strategy.rollback_update(new, old)
                     return new
-                if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
-                        not strategy.deletion_blocked(new):
+                # Upstream's shouldDeleteDuringUpdate: only once no grace period is left (a terminating
+                # pod keeps its object, and its kubelet's status updates, until the kubelet deletes it).
+                if old_meta.get("deletionTimestamp") and old_meta.get("deletionGracePeriodSeconds") == 0 and \
+                        not meta.get("finalizers") and not strategy.deletion_blocked(new):
                     deleted = await self.storage.delete(current.key, current.mod_revision)
                     await strategy.after_delete(new)
                     gone = from_storage(info, decode_kv(deleted))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,18 @@ from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
 from pocketkube.apiserver.crd.controller import CRDController
 from pocketkube.apiserver.handlers import ResourceHandler, json_response
-from pocketkube.apiserver.nodetoken import ensure_node_token
-from pocketkube.apiserver.pki import ensure_pki, kubeconfig_path, write_kubeconfig
+from pocketkube.apiserver.kubeletproxy import KubeletProxy, kubelet_client_ssl_context
+from pocketkube.apiserver.nodetoken import BOOTSTRAP_USER, ensure_node_token
+from pocketkube.apiserver.pki import (
+    ADMIN_GROUP,
+    NODE_CERT_PATH,
+    NODE_NAME_HEADER,
+    ensure_pki,
+    kubeconfig_path,
+    write_kubeconfig,
+)
 from pocketkube.apiserver.registry import Registry
+from pocketkube.apiserver.satokens import ServiceAccountTokens
 from pocketkube.apiserver.strategies import build_strategies
 from pocketkube.apiserver.watchcache import WatchCache
 from pocketkube.storage.interface import Storage, open_storage
@@ -34,6 +44,7 @@ log = logging.getLogger(__name__)
 # /cacerts is public as in k3s: joining agents fetch the CA there and check it against their token.
 _PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/cacerts")
 _AGGREGATED_DISCOVERY = "apidiscovery.k8s.io"
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass
@@ -50,6 +61,9 @@ class ServerConfig:
     compaction_interval: float = 300.0
     # Admission plugins to leave out (kube-apiserver's --disable-admission-plugins); all others run.
     disable_admission_plugins: list[str] = field(default_factory=list)
+    # Check kubelets' serving certificates against the cluster CA (upstream's --kubelet-certificate-authority);
+    # off by default, as upstream without that flag.
+    verify_kubelet_tls: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -93,6 +107,7 @@ class APIServer:
         self.registry: Registry | None = None
         self.ready = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.kubelet_proxy: KubeletProxy | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.url = f"https://{config.client_host}:{config.https_port}"
 
@@ -103,7 +118,9 @@ class APIServer:
         self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
                                                  service_cidr=config.service_cidr)
         self.node_token = await asyncio.to_thread(ensure_node_token, config.data_dir, pki.ca_cert)
-        self.authenticator = Authenticator(pki.ca_cert, pki.token_file, self.node_token)
+        self.service_account_tokens = ServiceAccountTokens(pki.tls_dir)
+        self.authenticator = Authenticator(pki.ca_cert, pki.token_file, self.node_token,
+                                           service_account_tokens=self.service_account_tokens)
         self.storage = open_storage(config.endpoint)
         await self.storage.start()
         self.cache = WatchCache(self.storage)
@@ -115,7 +132,9 @@ class APIServer:
         assert services is not None
         await strategies.load_existing(
             {"Service": list(self.cache.resource(services.storage_prefix).objects.values())})
-        self.handler = ResourceHandler(self.catalog, self.registry)
+        self.handler = ResourceHandler(self.catalog, self.registry, self.service_account_tokens)
+        self.kubelet_proxy = KubeletProxy(self.catalog, self.registry, kubelet_client_ssl_context(
+            pki.kubelet_client_cert, pki.kubelet_client_key, pki.ca_cert, verify=config.verify_kubelet_tls))
         # Established CRDs are served again before /readyz turns 200; the controller then keeps them current.
         self._tasks.append(await CRDController(self.catalog, self.registry).start())
 
@@ -147,6 +166,8 @@ class APIServer:
                 pass
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.kubelet_proxy is not None:
+            await self.kubelet_proxy.close()
         if self.cache is not None:
             await self.cache.close()
         if self.storage is not None:
@@ -217,6 +238,7 @@ class APIServer:
 
         get("/version", self._version)
         get("/cacerts", self._cacerts)
+        get(NODE_CERT_PATH, self._node_client_cert)
         for probe in ("/healthz", "/livez", "/readyz"):
             get(probe, self._health)
             app.router.add_get(probe + "/{check:.+}", self._health)
@@ -228,11 +250,28 @@ class APIServer:
         get("/openapi/v2", self._openapi_v2)
         get("/openapi/v3", self._openapi_v3_index)
         app.router.add_get("/openapi/v3/{path:.+}", self._openapi_v3)
+        assert self.kubelet_proxy is not None
+        app.router.add_route(  # pod subresources served by the pod's kubelet
+            "*", "/api/v1/namespaces/{namespace}/pods/{name}/{subresource:log|exec|attach|portforward}",
+            self.kubelet_proxy.pod_subresource)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._core_resource)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._group_resource)
 
     async def _cacerts(self, request: web.Request) -> web.Response:
         return web.Response(body=self.pki.ca_cert.read_bytes(), content_type="text/plain")
+
+    async def _node_client_cert(self, request: web.Request) -> web.Response:
+        """A joining agent's client certificate (CN=system:node:NAME, O=system:nodes) for the node named in
+        the X-Pocketkube-Node-Name header, as k3s' /v1-k3s/client-kubelet.crt: the join token (or an admin)
+        may ask; the answer is the certificate followed by its key, PEM."""
+        user = request["user"]
+        if user.name != BOOTSTRAP_USER and ADMIN_GROUP not in user.groups:
+            raise errors.StatusError(403, "Forbidden", f'User "{user.name}" cannot get node client certificates')
+        name = request.headers.get(NODE_NAME_HEADER, "").strip()
+        if not name or not _NODE_NAME.fullmatch(name):
+            raise errors.bad_request(f"the {NODE_NAME_HEADER} header must hold a valid node name")
+        cert, key = await asyncio.to_thread(self.pki.issue_client_cert, f"system:node:{name}", ["system:nodes"])
+        return web.Response(body=cert + key, content_type="text/plain")
 
     async def _version(self, request: web.Request) -> web.Response:
         return json_response(version_info(), pretty=True)

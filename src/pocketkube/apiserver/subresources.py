@@ -1,7 +1,8 @@
-"""Subresources: status, scale, binding, eviction and a namespace's finalize."""
+"""Subresources: status, scale, binding, eviction, a namespace's finalize and a service account's token."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import jsonpatch
@@ -13,6 +14,7 @@ from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
 from pocketkube.apiserver.patch import merge_patch
 from pocketkube.apiserver.registry import DeleteOptions, WriteOptions, now_rfc3339
+from pocketkube.apiserver.satokens import ServiceAccountIdentity
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
 
@@ -42,6 +44,8 @@ async def handle(handler: ResourceHandler, request: web.Request, target: req.Tar
         return await _eviction(handler, request, target)
     elif sub == "finalize" and method == "PUT":
         return await _finalize(handler, request, target)
+    elif sub == "token" and method == "POST":
+        return await _token(handler, request, target)
     raise errors.method_not_allowed(f"the server does not allow this method on the requested resource "
                                     f"({method} {target.info.plural}/{sub})")
 
@@ -334,3 +338,58 @@ async def _finalize(handler: ResourceHandler, request: web.Request, target: req.
     result = await handler.registry.patch(target.info, "", target.name, finalize,
                                           handler._write_options(request), "finalize")
     return web.json_response(result)
+
+
+# --- serviceaccounts/<name>/token (TokenRequest) ---------------------------------------------
+
+_MIN_TOKEN_SECONDS = 600
+_MAX_TOKEN_SECONDS = 2 ** 32
+_BINDABLE = {"Pod": ("", "v1", "pods"), "Secret": ("", "v1", "secrets"), "Node": ("", "v1", "nodes")}
+
+
+async def _token(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.Response:
+    """pkg/registry/core/serviceaccount/storage/token.go: a signed token for the service account,
+    optionally bound to a pod, secret or node that must exist (and match the uid given)."""
+    body = req.parse_object_body(await req.read_body(request), req.media_type(request))
+    spec = dict(body.get("spec") or {})
+    tokens = handler.service_account_tokens
+    audiences = spec.get("audiences") or list(tokens.audiences)
+    seconds = spec.get("expirationSeconds") or 3600
+    causes = []
+    if not isinstance(seconds, int) or seconds < _MIN_TOKEN_SECONDS:
+        causes.append(Cause("spec.expirationSeconds", f"Invalid value: {seconds}: may not specify a duration "
+                            "less than 10 minutes"))
+    elif seconds > _MAX_TOKEN_SECONDS:
+        causes.append(Cause("spec.expirationSeconds", f"Invalid value: {seconds}: may not specify a duration "
+                            "larger than 2^32 seconds"))
+    bound = spec.get("boundObjectRef") or {}
+    if bound and bound.get("kind") not in _BINDABLE:
+        causes.append(Cause("spec.boundObjectRef.kind", f'Unsupported value: "{bound.get("kind")}": supported '
+                            'values: "Pod", "Secret", "Node"', "FieldValueNotSupported"))
+    if causes:
+        raise errors.invalid("TokenRequest", target.name, "authentication.k8s.io", causes)
+    account = await handler.registry.get(target.info, target.namespace, target.name)
+    identity = ServiceAccountIdentity(target.namespace, target.name, account["metadata"].get("uid", ""))
+    if bound:
+        group, version, plural = _BINDABLE[bound["kind"]]
+        info = handler.catalog.resource(group, version, plural)
+        namespace = "" if bound["kind"] == "Node" else target.namespace
+        obj = await handler.registry.get(info, namespace, bound.get("name", ""))
+        uid = obj["metadata"].get("uid", "")
+        if bound.get("uid") and bound["uid"] != uid:
+            raise errors.conflict(plural, bound.get("name", ""), group,
+                                  f"the UID in the bound object reference ({bound['uid']}) does not match the UID "
+                                  "in record. The object might have been deleted and then recreated")
+        identity = ServiceAccountIdentity(target.namespace, target.name, identity.uid, bound["kind"],
+                                          bound.get("name", ""), uid)
+        spec["boundObjectRef"] = {**bound, "uid": uid}
+    token, expires = tokens.issue(identity, expiration_seconds=seconds, audiences=audiences)
+    spec.update(audiences=audiences, expirationSeconds=seconds)
+    response = {
+        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": target.name, "namespace": target.namespace, "creationTimestamp": now_rfc3339()},
+        "spec": spec,
+        "status": {"token": token, "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                         time.gmtime(expires))},
+    }
+    return web.json_response(response, status=201)

@@ -9,8 +9,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pocketkube import KUBERNETES_VERSION, __version__
+
+if TYPE_CHECKING:
+    from pocketkube.kubelet.agent import KubeletConfig
 
 DEFAULT_DATA_DIR = Path("/var/lib/pocketkube")
 
@@ -35,7 +39,76 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler with the server")
     p.add_argument("--disable-admission-plugins", default="", metavar="NAMES",
                    help="comma-separated admission plugins to turn off (all run by default)")
+    p.add_argument("--disable-agent", action="store_true",
+                   help="do not run a kubelet (this machine as a node) with the server")
+    _node_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _node_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of a real node's kubelet that `server`, `agent` and `kubelet` share."""
+    p.add_argument("--node-name", default="", help="this node's name (default: the host name, lower-cased)")
+    p.add_argument("--node-ip", default="", help="this node's InternalIP (default: the default route's address)")
+    p.add_argument("--kubelet-port", type=int, default=10250, help="port of the kubelet's HTTPS API (%(default)s)")
+    p.add_argument("--cni-bridge", default="pkcni0", help="the bridge pods are attached to (%(default)s)")
+    _image_gc_flags(p)
+
+
+def _image_gc_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
+                   help="disk usage that starts removing unused images (%(default)s)")
+    p.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
+                   help="disk usage image garbage collection brings it down to (%(default)s)")
+
+
+def _kubelet_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kubelet", help="run the node agent (kubelet) against an API server")
+    p.add_argument("--kubeconfig", type=Path, required=True,
+                   help="the node's credentials (CN=system:node:NAME) and the API server's address")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="state directory (%(default)s)")
+    p.add_argument("--node-name", default="", help="this node's name (default: the host name, lower-cased)")
+    p.add_argument("--node-ip", default="", help="this node's InternalIP (default: the default route's address)")
+    p.add_argument("--port", type=int, default=10250, help="port of the kubelet's HTTPS API (%(default)s)")
+    p.add_argument("--cni-bridge", default="pkcni0", help="the bridge pods are attached to (%(default)s)")
+    p.add_argument("--cluster-cidr", default="10.42.0.0/16",
+                   help="pod IP range the node's podCIDR is cut from when it has none (%(default)s)")
+    p.add_argument("--service-cidr", default="10.43.0.0/16",
+                   help="service IP range; the cluster DNS is its 10th address unless --cluster-dns (%(default)s)")
+    p.add_argument("--cluster-dns", default="", metavar="IP[,IP]", help="DNS server(s) of ClusterFirst pods")
+    p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain (%(default)s)")
+    p.add_argument("--control-plane", action="store_true",
+                   help="label the node node-role.kubernetes.io/control-plane (the server's own node)")
+    _image_gc_flags(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _kubelet_config(args: argparse.Namespace, data_dir: Path) -> KubeletConfig:
+    from pocketkube.kubelet.agent import KubeletConfig
+    from pocketkube.kubelet.imagegc import ImageGCPolicy
+    from pocketkube.kubelet.node import default_node_ip, default_node_name
+    from pocketkube.kubelet.podnetwork import default_cluster_dns
+
+    dns = [ip.strip() for ip in getattr(args, "cluster_dns", "").split(",") if ip.strip()] or \
+        [default_cluster_dns(getattr(args, "service_cidr", "10.43.0.0/16"))]
+    return KubeletConfig(
+        data_dir=data_dir, node_name=args.node_name or default_node_name(), node_ip=args.node_ip or default_node_ip(),
+        port=getattr(args, "port", None) or args.kubelet_port, cluster_cidr=getattr(args, "cluster_cidr", "10.42.0.0/16"),
+        cluster_dns=dns, cluster_domain=getattr(args, "cluster_domain", "cluster.local"), cni_bridge=args.cni_bridge,
+        control_plane=getattr(args, "control_plane", False),
+        image_gc=ImageGCPolicy(high_threshold=args.image_gc_high_threshold, low_threshold=args.image_gc_low_threshold))
+
+
+def _run_kubelet(args: argparse.Namespace) -> int:
+    from pocketkube.client.rest import ClientConfig
+    from pocketkube.kubelet.agent import run_kubelet
+
+    client_config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    try:
+        config = _kubelet_config(args, args.data_dir)
+    except ValueError as err:
+        logging.getLogger("pocketkube").error("%s", err)
+        return 2
+    return _until_signalled(lambda stop: run_kubelet(client_config, config, stop))
 
 
 def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,12 +140,14 @@ def _run_scheduler(args: argparse.Namespace) -> int:
 
 
 def _agent_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agent", help="join a cluster as a node agent (for now: simulated nodes)")
+    p = sub.add_parser("agent", help="join a cluster as a node: a real kubelet, or --simulate N kwok-style nodes")
     p.add_argument("--server", required=True, help="API server URL, https://HOST:PORT")
     p.add_argument("--token", required=True, help="the server's join token (its DATA_DIR/node-token)")
-    p.add_argument("--data-dir", type=Path, default=None, help="agent state directory (keeps the server CA)")
-    p.add_argument("--simulate", type=int, required=True, metavar="N",
-                   help="run N simulated nodes (no containers), like kwok")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help=f"agent state directory (keeps the server CA; default for a real node {DEFAULT_DATA_DIR})")
+    p.add_argument("--simulate", type=int, default=0, metavar="N",
+                   help="run N simulated nodes (no containers), like kwok, instead of a real kubelet")
+    _node_flags(p)
     p.add_argument("--node-name-prefix", default="sim-", help="node names are PREFIX0…PREFIX<N-1> (%(default)s)")
     p.add_argument("--cpu", default="32", help="cpu capacity of each node (%(default)s)")
     p.add_argument("--memory", default="256Gi", help="memory capacity of each node (%(default)s)")
@@ -92,6 +167,8 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_agent(args: argparse.Namespace) -> int:
+    if not args.simulate:
+        return _run_real_agent(args)
     from pocketkube.kubelet.simulated import SimulationConfig, parse_labels, parse_taints, run_simulated_agent
 
     try:
@@ -107,6 +184,22 @@ def _run_agent(args: argparse.Namespace) -> int:
     try:
         return _until_signalled(lambda stop: run_simulated_agent(args.server, args.token, args.simulate, config,
                                                                  stop, data_dir=args.data_dir))
+    except ValueError as err:  # a bad token, or a CA that does not match it
+        logging.getLogger("pocketkube").error("cannot join %s: %s", args.server, err)
+        return 1
+
+
+def _run_real_agent(args: argparse.Namespace) -> int:
+    from pocketkube.kubelet.agent import run_joined_kubelet
+
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    try:
+        config = _kubelet_config(args, data_dir)
+    except ValueError as err:
+        logging.getLogger("pocketkube").error("%s", err)
+        return 2
+    try:
+        return _until_signalled(lambda stop: run_joined_kubelet(args.server, args.token, config, stop))
     except ValueError as err:  # a bad token, or a CA that does not match it
         logging.getLogger("pocketkube").error("cannot join %s: %s", args.server, err)
         return 1
@@ -147,9 +240,17 @@ def _run_server(args: argparse.Namespace) -> int:
         cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval,
         disable_admission_plugins=[n.strip() for n in args.disable_admission_plugins.split(",") if n.strip()])
 
+    agent = None
+    if not args.disable_agent:
+        from pocketkube.kubelet.node import default_node_ip, default_node_name
+        from pocketkube.launcher import AgentOptions
+
+        agent = AgentOptions(node_name=args.node_name or default_node_name(), node_ip=args.node_ip or
+                             default_node_ip(), kubelet_port=args.kubelet_port, cni_bridge=args.cni_bridge,
+                             image_gc_thresholds=(args.image_gc_high_threshold, args.image_gc_low_threshold))
     return _until_signalled(lambda stop: run_server(config, stop,
                                                    controller_manager=not args.disable_controller_manager,
-                                                   scheduler=not args.disable_scheduler,
+                                                   scheduler=not args.disable_scheduler, agent=agent,
                                                    verbose=args.verbose))
 
 
@@ -160,9 +261,18 @@ def _engine_parsers(sub: argparse._SubParsersAction) -> None:
     for name in ENGINE_COMMANDS:
         if name != "container-cleanup":
             sub.add_parser(name, help=f"container engine: {name} (like docker {name})", add_help=False)
+    sub.add_parser("build", help="build an image from a Dockerfile (like docker build)", add_help=False)
     for name in REGISTRY_COMMANDS:
         sub.add_parser(name, help="image registry server" if name == "registry" else
                        f"registry client: {name} (like docker {name})", add_help=False)
+
+
+def _run_build_command(argv: list[str]) -> int:
+    from pocketkube.cli.build import add_build_command, run_build_command
+
+    parser = argparse.ArgumentParser(prog="pocketkube")
+    add_build_command(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run_build_command(parser.parse_args(argv))
 
 
 def _run_registry_command(argv: list[str]) -> int:
@@ -201,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_engine_command(argv)
     if argv[:1] and argv[0] in REGISTRY_COMMANDS:
         return _run_registry_command(argv)
+    if argv[:1] == ["build"]:
+        return _run_build_command(argv)
 
     parser = argparse.ArgumentParser(prog="pocketkube", description="Kubernetes and its container engine, "
                                      "in Python")
@@ -211,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     _controller_manager_parser(sub)
     _scheduler_parser(sub)
     _agent_parser(sub)
+    _kubelet_parser(sub)
     sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
     _engine_parsers(sub)
     args = parser.parse_args(argv)
@@ -224,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_scheduler(args)
     if args.command == "agent":
         return _run_agent(args)
+    if args.command == "kubelet":
+        return _run_kubelet(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -5,6 +5,7 @@ happens under the container's lock."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -12,14 +13,17 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pocketkube.engine import names
-from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.runtime.spec import Mount, Resources
+from pocketkube.fsutil import write_atomic
+
+# One asyncio lock per (store, container) for the whole process, shared by every Engine instance.
+_TASK_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -173,17 +177,28 @@ class ContainerStore:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
-    @contextmanager
-    def locked(self, cid: str) -> Iterator[None]:
-        """Serializes lifecycle changes of one container across processes."""
-        path = self._dir(cid) / "lock"
-        try:
-            f = open(path, "a+")
-        except FileNotFoundError:
-            raise ContainerNotFound(cid) from None
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
+    @asynccontextmanager
+    async def locked(self, cid: str) -> AsyncIterator[None]:
+        """Serializes lifecycle changes of one container: between tasks of this process (an asyncio lock,
+        since a second flock from the same process would block its own event loop) and between processes
+        (an flock, polled without blocking the loop)."""
+        key = (str(self.root), cid)
+        lock = _TASK_LOCKS.setdefault(key, asyncio.Lock())
+        async with lock:
+            try:
+                f = open(self._dir(cid) / "lock", "a+")
+            except FileNotFoundError:
+                raise ContainerNotFound(cid) from None
+            with f:
+                delay = 0.001
+                while True:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                yield
 
     def add(self, make: callable) -> Container:
         """Reserves a new id and unique name, then saves the record `make(id, name, directory)` returns."""

@@ -152,7 +152,7 @@ class Engine:
         """Starts the container; `on_created` runs once its process exists but before it runs (to
         attach to its stdio without missing a byte)."""
         container = self.containers.resolve(ref)
-        with self.containers.locked(container.id):
+        async with self.containers.locked(container.id):
             container = await self._refresh_locked(container.id)
             if container.running:
                 return container
@@ -248,7 +248,7 @@ class Engine:
     def _mount_rootfs(self, container: Container) -> None:
         rootfs = container.rootfs
         rootfs.mkdir(parents=True, exist_ok=True)
-        if os.path.ismount(rootfs):
+        if SnapshotMount.is_mounted(rootfs):
             return
         for mount in self.snapshots.mounts(container.id):
             mount.mount(rootfs)
@@ -262,7 +262,7 @@ class Engine:
         container = self.containers.resolve(ref)
         if container.state.status not in ("running", "paused", "created"):
             return container
-        with self.containers.locked(container.id):
+        async with self.containers.locked(container.id):
             return await self._refresh_locked(container.id)
 
     async def _refresh_locked(self, cid: str) -> Container:
@@ -290,16 +290,19 @@ class Engine:
 
     async def _teardown(self, container: Container) -> None:
         """Releases what a started container holds: runtime state, cgroup, network, rootfs mount."""
-        try:
-            await self.runtime.delete(container.id, force=True)
-        except OCIRuntimeError:
-            pass
+        # The runtime keeps a state directory per container: without one there is nothing to delete, and
+        # skipping the call saves a runtime process (~5 ms) on every start and remove.
+        if (self.runtime.state_root / container.id).exists():
+            try:
+                await self.runtime.delete(container.id, force=True)
+            except OCIRuntimeError:
+                pass
         await asyncio.to_thread(cgroups.remove, container.cgroups_path, kill=True)
         state = container.state
         if state.netns:
             await self.network.detach(container.id, state.netns, connected=container.config.network == "default")
             state.netns = ""
-        if os.path.ismount(container.rootfs):
+        if SnapshotMount.is_mounted(container.rootfs):
             SnapshotMount.unmount(container.rootfs)
         state.rootfs_mounted = False
 
@@ -335,7 +338,7 @@ class Engine:
         await self.stop(ref, timeout)
         container = await self.start(ref)
         container.state.restart_count += 1
-        with self.containers.locked(container.id):
+        async with self.containers.locked(container.id):
             self.containers.save(container)
         return container
 
@@ -356,7 +359,7 @@ class Engine:
             await self.runtime.kill(container.id, signals.SIGKILL, all=True)
             await conmon.wait_exit(self.monitor_paths, container.id, timeout=30)
             container = await self.refresh(container.id)
-        with self.containers.locked(container.id):
+        async with self.containers.locked(container.id):
             await self._teardown(container)
             await asyncio.to_thread(self.snapshots.remove, container.id)
             conmon.cleanup(self.monitor_paths, container.id)
@@ -415,7 +418,7 @@ class Engine:
     @contextmanager
     def _rootfs_for_copy(self, container: Container) -> Iterator[Path]:
         """The container's root filesystem, mounted for the duration when the container is not running."""
-        if os.path.ismount(container.rootfs):
+        if SnapshotMount.is_mounted(container.rootfs):
             yield container.rootfs
             return
         container.rootfs.mkdir(parents=True, exist_ok=True)
@@ -429,39 +432,41 @@ class Engine:
     async def copy_from(self, ref: str, path: str, out: BinaryIO, *, follow_link: bool = False) -> None:
         """A tar of `path` inside the container; `dir/.` archives the directory's contents (docker cp)."""
         container = await self.refresh(ref)
-        with self.containers.locked(container.id), self._rootfs_for_copy(container) as rootfs:
-            contents_only = path.endswith("/.")
-            parent, _, name = path.rstrip("/").rstrip(".").rstrip("/").rpartition("/") if contents_only \
-                else path.rstrip("/").rpartition("/")
-            base = resolve_in_root(rootfs, parent or "/")
-            target = resolve_in_root(rootfs, path) if follow_link or contents_only else base / name
-            if not target.exists() and not target.is_symlink():
-                raise FileNotFoundError(f"Could not find the file {path} in container {container.name}")
-            await asyncio.to_thread(_write_tar, target, "." if contents_only else (name or "/"), out)
+        async with self.containers.locked(container.id):
+            with self._rootfs_for_copy(container) as rootfs:
+                contents_only = path.endswith("/.")
+                parent, _, name = path.rstrip("/").rstrip(".").rstrip("/").rpartition("/") if contents_only \
+                    else path.rstrip("/").rpartition("/")
+                base = resolve_in_root(rootfs, parent or "/")
+                target = resolve_in_root(rootfs, path) if follow_link or contents_only else base / name
+                if not target.exists() and not target.is_symlink():
+                    raise FileNotFoundError(f"Could not find the file {path} in container {container.name}")
+                await asyncio.to_thread(_write_tar, target, "." if contents_only else (name or "/"), out)
 
     async def copy_to(self, ref: str, path: str, data: BinaryIO, *, archive: bool = False) -> None:
         """Unpacks a tar into the container: into `path` when it is a directory (the entries keep their
         names), else the single top entry becomes `path` (docker cp)."""
         container = await self.refresh(ref)
-        with self.containers.locked(container.id), self._rootfs_for_copy(container) as rootfs:
-            target = resolve_in_root(rootfs, path)
-            if target.is_dir():
-                await asyncio.to_thread(apply_layer, data, target, overlay=False)
-                return
-            if archive:
-                raise FileNotFoundError(f"Could not find the file {path} in container {container.name}")
-            if not target.parent.is_dir():
-                raise FileNotFoundError(f"Could not find the file {path.rpartition('/')[0] or '/'} in container "
-                                        f"{container.name}")
-            staging = Path(tempfile.mkdtemp(prefix=".pocketkube-cp-", dir=target.parent))
-            try:
-                await asyncio.to_thread(apply_layer, data, staging, overlay=False)
-                entries = list(staging.iterdir())
-                if len(entries) != 1:
-                    raise ValueError("the archive must hold exactly one top-level entry to copy to a new path")
-                os.replace(entries[0], target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        async with self.containers.locked(container.id):
+            with self._rootfs_for_copy(container) as rootfs:
+                target = resolve_in_root(rootfs, path)
+                if target.is_dir():
+                    await asyncio.to_thread(apply_layer, data, target, overlay=False)
+                    return
+                if archive:
+                    raise FileNotFoundError(f"Could not find the file {path} in container {container.name}")
+                if not target.parent.is_dir():
+                    raise FileNotFoundError(f"Could not find the file {path.rpartition('/')[0] or '/'} in container "
+                                            f"{container.name}")
+                staging = Path(tempfile.mkdtemp(prefix=".pocketkube-cp-", dir=target.parent))
+                try:
+                    await asyncio.to_thread(apply_layer, data, staging, overlay=False)
+                    entries = list(staging.iterdir())
+                    if len(entries) != 1:
+                        raise ValueError("the archive must hold exactly one top-level entry to copy to a new path")
+                    os.replace(entries[0], target)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
 
     # --- disk ----------------------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import platform
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,16 @@ from pocketkube.client.informer import Informer, object_key
 from pocketkube.client.rest import APIError, Client
 from pocketkube.client.workqueue import ShutDown, WorkQueue
 from pocketkube.kubelet.join import join_config
+from pocketkube.kubelet.status import (
+    KUBELET_CONDITIONS,
+    go_duration,
+    micro_time,
+    normalize_image,
+    parse_time,
+    pod_condition,
+    rfc3339,
+    status_changed,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -52,7 +61,6 @@ MAX_BACKOFF = 300.0
 # Transitions computed in one sync; a guard against a pod whose timeline cannot advance.
 MAX_STEPS = 1000
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-_KUBELET_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
@@ -116,54 +124,7 @@ def parse_taints(text: str) -> list[Obj]:
     return taints
 
 
-# --- time ---------------------------------------------------------------------------------
-
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_time(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def go_duration(seconds: float) -> str:
-    """time.Duration's String() for whole seconds: 10s, 1m20s, 5m0s."""
-    total = int(seconds)
-    minutes, secs = divmod(total, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
 # --- pod status: the kubelet's view of a simulated pod -------------------------------------
-
-
-def normalize_image(image: str) -> str:
-    """The reference the runtime reports: docker.io/library/busybox:latest for `busybox`."""
-    name, digest = image.split("@", 1) if "@" in image else (image, "")
-    first, slash, rest = name.partition("/")
-    if not slash:
-        name = f"docker.io/library/{name}"
-    elif "." not in first and ":" not in first and first != "localhost":
-        name = f"docker.io/{name}"
-    if digest:
-        return f"{name}@{digest}"
-    if ":" not in name.rsplit("/", 1)[-1]:
-        name += ":latest"
-    return name
 
 
 def _container_id(uid: str, name: str, instance: int) -> str:
@@ -279,22 +240,6 @@ def _restart(meta: Obj, cs: Obj, at: float) -> Obj:
             "ready": False, "containerID": _container_id(meta.get("uid", ""), cs["name"], count)}
 
 
-def _condition(old: dict[str, Obj], ctype: str, status: str, now: float, generation: Any,
-               reason: str = "", message: str = "") -> Obj:
-    prior = old.get(ctype)
-    cond: Obj = {"type": ctype, "status": status}
-    if generation is not None:
-        cond["observedGeneration"] = generation
-    cond["lastProbeTime"] = None
-    same = prior is not None and prior.get("status") == status
-    cond["lastTransitionTime"] = prior.get("lastTransitionTime") if same and prior else rfc3339(now)
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
 def _phase(spec: Obj, statuses: list[Obj], terminal: bool) -> str:
     """kubelet getPhase for a pod whose containers have all been created."""
     terminated = [s["state"]["terminated"] for s in statuses if "terminated" in (s.get("state") or {})]
@@ -366,27 +311,27 @@ def desired_pod_status(pod: Obj, now: float, host_ip: str, pod_ip: str, config: 
     unready = [c["name"] for c in (*sidecars, *statuses) if not c.get("ready")]
     if terminal:
         reason = "PodFailed" if phase == "Failed" else "PodCompleted"
-        containers_ready = _condition(old_conditions, "ContainersReady", "False", now, generation, reason)
-        ready = _condition(old_conditions, "Ready", "False", now, generation, reason)
+        containers_ready = pod_condition(old_conditions, "ContainersReady", "False", now, generation, reason)
+        ready = pod_condition(old_conditions, "Ready", "False", now, generation, reason)
     elif unready:
         message = f"containers with unready status: [{' '.join(unready)}]"
-        containers_ready = _condition(old_conditions, "ContainersReady", "False", now, generation,
+        containers_ready = pod_condition(old_conditions, "ContainersReady", "False", now, generation,
                                       "ContainersNotReady", message)
-        ready = _condition(old_conditions, "Ready", "False", now, generation, "ContainersNotReady", message)
+        ready = pod_condition(old_conditions, "Ready", "False", now, generation, "ContainersNotReady", message)
     else:
-        containers_ready = _condition(old_conditions, "ContainersReady", "True", now, generation)
-        ready = _condition(old_conditions, "Ready", "True", now, generation)
+        containers_ready = pod_condition(old_conditions, "ContainersReady", "True", now, generation)
+        ready = pod_condition(old_conditions, "Ready", "True", now, generation)
         missing = [g["conditionType"] for g in spec.get("readinessGates") or []
                    if (old_conditions.get(g.get("conditionType")) or {}).get("status") != "True"]
         if missing:
-            ready = _condition(old_conditions, "Ready", "False", now, generation, "ReadinessGatesNotReady",
+            ready = pod_condition(old_conditions, "Ready", "False", now, generation, "ReadinessGatesNotReady",
                                f'corresponding condition of pod readiness gate "{missing[0]}" does not exist.')
     conditions = [
-        _condition(old_conditions, "PodReadyToStartContainers", "False" if terminal else "True", now, generation),
-        _condition(old_conditions, "Initialized", "True", now, generation),
+        pod_condition(old_conditions, "PodReadyToStartContainers", "False" if terminal else "True", now, generation),
+        pod_condition(old_conditions, "Initialized", "True", now, generation),
         ready, containers_ready,
     ]
-    conditions += [c for c in status.get("conditions") or [] if c.get("type") not in _KUBELET_CONDITIONS]
+    conditions += [c for c in status.get("conditions") or [] if c.get("type") not in KUBELET_CONDITIONS]
 
     desired: Obj = {"phase": phase, "conditions": conditions, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
                     "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": rfc3339(start),
@@ -396,11 +341,6 @@ def desired_pod_status(pod: Obj, now: float, host_ip: str, pod_ip: str, config: 
     if generation is not None:
         desired["observedGeneration"] = generation
     return desired, (min(wake) if wake else None)
-
-
-def status_changed(pod: Obj, desired: Obj) -> bool:
-    status = pod.get("status") or {}
-    return any(status.get(k) != v for k, v in desired.items())
 
 
 # --- nodes --------------------------------------------------------------------------------

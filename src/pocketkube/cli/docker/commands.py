@@ -23,6 +23,7 @@ from pocketkube.cli.docker import inspect as views
 from pocketkube.cli.docker.changes import ChangeError, apply_changes
 from pocketkube.cli.docker.options import OptionError, build_config, parse_env
 from pocketkube.cli.docker.stdio import pump
+from pocketkube.engine.build.cache import referenced_blobs
 from pocketkube.engine.containers import (
     Container,
     ContainerConfig,
@@ -584,7 +585,7 @@ async def rmi(engine: Engine, args: argparse.Namespace) -> int:
             continue
         for action, what in results:
             print(f"{action}: {what}")
-    engine.images.gc()
+    _collect_blobs(engine)
     return status
 
 
@@ -675,10 +676,17 @@ async def image(engine: Engine, args: argparse.Namespace) -> int:
     if sub == "prune":
         before = _stored_bytes(engine)
         results = engine.images.prune(all=args.all, in_use=engine.image_in_use)
-        engine.images.gc()
+        _collect_blobs(engine)
         _print_prune(results, before - _stored_bytes(engine))
         return 0
     raise OptionError(f"unknown image command {sub}")
+
+
+def _collect_blobs(engine: Engine) -> None:
+    """Deletes blobs no image needs, keeping the build cache's layers (the builder writes a blob and its
+    cache record under the same lock, so none is taken in between)."""
+    with engine.images.locked():
+        engine.images.gc(keep_blobs=referenced_blobs(engine.data_dir))
 
 
 def _stored_bytes(engine: Engine) -> int:
@@ -710,7 +718,7 @@ async def system(engine: Engine, args: argparse.Namespace) -> int:
         print()
     before = _stored_bytes(engine)
     results = engine.images.prune(all=args.all, in_use=engine.image_in_use)
-    engine.images.gc()
+    _collect_blobs(engine)
     engine.collect_snapshots()
     _print_prune(results, before - _stored_bytes(engine))
     return 0

@@ -33,7 +33,6 @@ from typing import IO, BinaryIO
 
 import zstandard
 
-from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.content import ContentStore, DigestMismatch, validate_digest
 from pocketkube.engine.images.reference import InvalidReference, Reference, parse_reference
@@ -48,6 +47,7 @@ from pocketkube.engine.images.store import (
     media_type_of,
     select_manifest,
 )
+from pocketkube.fsutil import write_atomic
 
 _CHUNK = 1 << 20
 _SMALL_FILE = 1 << 20  # archive members up to this size are held in memory until we know what they are

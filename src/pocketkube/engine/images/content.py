@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pocketkube.engine.fsutil import fsync_dir
+from pocketkube.fsutil import fsync_dir
 
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _HEX_RE = re.compile(r"[a-f0-9]{64}")

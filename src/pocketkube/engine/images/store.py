@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pocketkube.engine.fsutil import write_json_atomic
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.content import BlobNotFound, ContentStore, validate_digest
 from pocketkube.engine.images.reference import InvalidReference, Reference, parse_reference
+from pocketkube.fsutil import write_json_atomic
 
 InUse = Callable[[str], str | bool | None]
 """Given an image ID: the ID of a container using that image (or just True), or a false value. With the

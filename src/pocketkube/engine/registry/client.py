@@ -40,6 +40,7 @@ DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024  # blobs up to this size go in one request,
 CHUNK_RETRIES = 3
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 _READ_SIZE = 256 * 1024
+_WRITE_SIZE = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
 _PROGRESS_STEP = 512 * 1024
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
@@ -381,14 +382,22 @@ class RegistryClient:
                                           what=what) as response:
                 try:
                     with store.content.writer(expected=digest) as writer:
+                        # Hashing and writing happen in a thread, a megabyte at a time: both release the GIL,
+                        # so parallel layer downloads use every core instead of queueing on the event loop.
+                        pending = bytearray()
                         async for chunk in response.content.iter_chunked(_READ_SIZE):
                             received += len(chunk)
                             if received > size:
                                 raise RegistryError(f"{what}: more than the {size} bytes the manifest says")
-                            writer.write(chunk)
+                            pending += chunk
+                            if len(pending) >= _WRITE_SIZE:
+                                await asyncio.to_thread(writer.write, bytes(pending))
+                                pending.clear()
                             if report and (received - reported >= _PROGRESS_STEP or received == size):
                                 reported = received
                                 self._emit(ProgressEvent(event_id, "Downloading", received, size))
+                        if pending:
+                            await asyncio.to_thread(writer.write, bytes(pending))
                         if received != size:
                             raise RegistryError(f"{what}: got {received} bytes, the manifest says {size}")
                 except DigestMismatch as err:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pocketkube.engine.fsutil import fsync_dir, write_atomic
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.content import validate_digest
 from pocketkube.engine.images.store import media_type_of
 from pocketkube.engine.registry.errors import DistributionError
+from pocketkube.fsutil import fsync_dir, write_atomic
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_UPLOAD_SESSIONS = 1000

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pocketkube.engine.fsutil import write_atomic
 from pocketkube.engine.snapshots.unpack import apply_layer
+from pocketkube.fsutil import write_atomic
 
 _MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
@@ -136,6 +136,19 @@ class Mount:
             self._mount_overlay_relative(target, flags, data)
         else:
             _mount(self.source, target, self.type, flags, text)
+
+    @staticmethod
+    def is_mounted(target: Path) -> bool:
+        """Whether something is mounted at `target` (os.path.ismount misses a bind mount of a directory
+        on the same filesystem, which is what copy mode mounts)."""
+        wanted = os.path.realpath(target)
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                mount_point = line.split(b" ", 5)[4]
+                decoded = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mount_point)
+                if os.fsdecode(decoded) == wanted:
+                    return True
+        return False
 
     @staticmethod
     def unmount(target: Path) -> None:

@@ -1,4 +1,4 @@
-"""Durable file writes shared by every on-disk store of the engine: a file appears whole or not at all,
+"""Durable file writes shared by every on-disk store (engine stores, keys): a file appears whole or not at all,
 and survives a crash once the call returns (temp file, fsync, rename, fsync of the directory)."""
 
 from __future__ import annotations

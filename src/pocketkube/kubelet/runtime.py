@@ -1,0 +1,349 @@
+"""The kubelet's container runtime: a CRI-shaped adapter over the engine.
+
+Pod sandboxes are the engine's pinned namespaces (net, ipc, uts) plus a small record on disk; containers are
+engine containers labelled with the pod and container they belong to (io.kubernetes.* labels, as CRI
+runtimes label them), so a restarted kubelet finds and adopts them without any state of its own besides
+the sandbox records. Images are pulled per imagePullPolicy with the registry client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketkube import __version__
+from pocketkube.engine.containers import Container, ContainerConfig, ContainerNotFound
+from pocketkube.engine.engine import Engine, EngineError
+from pocketkube.engine.images.store import Image, ImageNotFound
+from pocketkube.engine.logs import read_log
+from pocketkube.engine.registry.client import RegistryClient
+from pocketkube.engine.registry.credentials import CredentialError, CredentialStore
+from pocketkube.engine.runtime import conmon
+from pocketkube.engine.runtime.attach import AttachSession
+from pocketkube.engine.runtime.conmon import MonitorGone
+from pocketkube.engine.streams import ExecStream
+from pocketkube.kubelet.status import InstanceState, normalize_image
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+RUNTIME_NAME = "pocketkube"
+RUNTIME_VERSION = f"{RUNTIME_NAME}://{__version__}"
+ID_PREFIX = f"{RUNTIME_NAME}://"
+
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+LABEL_RESTART_COUNT = "io.kubernetes.container.restartCount"
+LABEL_SANDBOX_ID = "io.kubernetes.sandbox.id"
+LABEL_CONTAINER_HASH = "io.kubernetes.container.hash"
+LABEL_TERMINATION_LOG = "io.kubernetes.container.terminationMessageFile"
+LABEL_TERMINATION_POLICY = "io.kubernetes.container.terminationMessagePolicy"
+# kernel limit for termination messages, and the log tail FallbackToLogsOnError uses (upstream's numbers)
+MAX_TERMINATION_MESSAGE = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+START_ERROR_EXIT_CODE = 128
+
+
+class ImagePullError(RuntimeError):
+    """The image could not be made available; `reason` is ErrImagePull or ErrImageNeverPull."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ContainerCreateError(RuntimeError):
+    """The runtime refused to create or start a container (CreateContainerError / RunContainerError)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Sandbox:
+    """A pod's shared namespaces; `namespaces` maps net/ipc/uts to pinned paths (empty kinds share the host's)."""
+
+    id: str
+    pod_uid: str
+    pod_name: str
+    pod_namespace: str
+    attempt: int
+    host_network: bool
+    namespaces: dict[str, str] = field(default_factory=dict)
+    ips: list[str] = field(default_factory=list)
+    network_ready: bool = False
+    host_ports: bool = False                 # attached through the chain with portmap
+    created: float = 0.0
+
+    @property
+    def netns(self) -> str | None:
+        return self.namespaces.get("net")
+
+
+def host_namespace(kind: str) -> str:
+    """The node's own namespace of a kind, as the kubelet's process holds it (pid 1's may not be openable)."""
+    return f"/proc/{os.getpid()}/ns/{kind}"
+
+
+def pod_labels(pod: Obj) -> dict[str, str]:
+    meta = pod["metadata"]
+    return {LABEL_POD_UID: meta["uid"], LABEL_POD_NAME: meta["name"], LABEL_POD_NAMESPACE: meta.get("namespace", "")}
+
+
+class Runtime:
+    def __init__(self, engine: Engine, root: Path) -> None:
+        """`root` is the kubelet's directory; sandbox records live in root/sandboxes, logs in root/logs."""
+        self.engine = engine
+        self.sandbox_dir = root / "sandboxes"
+        self.log_dir = root / "logs"
+        self.sandbox_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._pull_locks: dict[str, asyncio.Lock] = {}
+        self._container_locks: dict[str, asyncio.Lock] = {}
+
+    # --- sandboxes -----------------------------------------------------------------------------------
+
+    async def run_sandbox(self, pod: Obj, attempt: int, hostname: str) -> Sandbox:
+        spec = pod.get("spec") or {}
+        meta = pod["metadata"]
+        host_network = bool(spec.get("hostNetwork"))
+        kinds = [k for k, shared in (("net", host_network), ("ipc", spec.get("hostIPC")), ("uts", host_network))
+                 if not shared]
+        sandbox = Sandbox(id=secrets.token_hex(16), pod_uid=meta["uid"], pod_name=meta["name"],
+                          pod_namespace=meta.get("namespace", ""), attempt=attempt, host_network=host_network,
+                          created=time.time())
+        if kinds:
+            pinned = await asyncio.to_thread(self.engine.create_sandbox, sandbox.id, kinds=tuple(kinds),
+                                             hostname=hostname if "uts" in kinds else None)
+            sandbox.namespaces = {kind: str(path) for kind, path in pinned.items()}
+        self.save_sandbox(sandbox)
+        return sandbox
+
+    def save_sandbox(self, sandbox: Sandbox) -> None:
+        path = self.sandbox_dir / f"{sandbox.id}.json"
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(asdict(sandbox)))
+        os.replace(scratch, path)
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        found = []
+        for path in self.sandbox_dir.glob("*.json"):
+            try:
+                found.append(Sandbox(**json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError) as err:
+                log.warning("ignoring unreadable sandbox record %s: %s", path, err)
+        found.sort(key=lambda s: (s.created, s.attempt))
+        return found
+
+    async def remove_sandbox(self, sandbox: Sandbox) -> None:
+        """Unpins the namespaces and forgets the sandbox (its network must be torn down first)."""
+        if sandbox.namespaces:
+            await asyncio.to_thread(self.engine.remove_sandbox, sandbox.id)
+        (self.sandbox_dir / f"{sandbox.id}.json").unlink(missing_ok=True)
+
+    @staticmethod
+    def container_namespaces(sandbox: Sandbox) -> dict[str, str]:
+        """The engine's sandbox_namespaces for a container of the pod: pinned ones, the host's otherwise
+        (a network kind left out shares the host's; uts and ipc must be named to join the host's)."""
+        joined = {"ipc": sandbox.namespaces.get("ipc", host_namespace("ipc")),
+                  "uts": sandbox.namespaces.get("uts", host_namespace("uts"))}
+        if "net" in sandbox.namespaces:
+            joined["network"] = sandbox.namespaces["net"]
+        return joined
+
+    # --- logs ----------------------------------------------------------------------------------------
+
+    def pod_log_dir(self, namespace: str, name: str, uid: str) -> Path:
+        """upstream's /var/log/pods/<namespace>_<name>_<uid>."""
+        return self.log_dir / f"{namespace}_{name}_{uid}"
+
+    def container_log_path(self, pod: Obj, container: str, restart_count: int) -> Path:
+        meta = pod["metadata"]
+        return self.pod_log_dir(meta.get("namespace", ""), meta["name"], meta["uid"]) / container / \
+            f"{restart_count}.log"
+
+    # --- containers ----------------------------------------------------------------------------------
+
+    async def create_container(self, config: ContainerConfig) -> Container:
+        try:
+            return await self.engine.create(config)
+        except (EngineError, ValueError, OSError) as err:
+            raise ContainerCreateError("CreateContainerError", str(err)) from err
+
+    # The engine holds a container's file lock (flock) across awaits, so two operations on one container from
+    # this event loop would block it for good: every call that names a container goes through its lock here.
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        return self._container_locks.setdefault(container_id, asyncio.Lock())
+
+    async def start_container(self, container_id: str) -> None:
+        async with self._lock(container_id):
+            try:
+                await self.engine.start(container_id)
+            except (EngineError, OSError) as err:
+                raise ContainerCreateError("RunContainerError", str(err)) from err
+
+    async def stop_container(self, container_id: str, grace: int) -> None:
+        async with self._lock(container_id):
+            try:
+                await self.engine.stop(container_id, timeout=max(grace, 0))
+            except ContainerNotFound:
+                pass
+
+    async def remove_container(self, container: Container) -> None:
+        async with self._lock(container.id):
+            try:
+                await self.engine.remove(container.id, force=True)
+            except ContainerNotFound:
+                pass
+        self._container_locks.pop(container.id, None)
+        _remove_files(container)
+
+    async def wait_exit(self, container_id: str) -> None:
+        """Returns once the container's process has exited (its monitor recorded the exit, or is gone)."""
+        try:
+            await conmon.wait_exit(self.engine.monitor_paths, container_id)
+        except MonitorGone:
+            pass
+
+    async def inspect(self, container_id: str) -> Container | None:
+        """The container refreshed (an exit is recorded), or None once it is gone."""
+        async with self._lock(container_id):
+            try:
+                return await self.engine.refresh(container_id)
+            except ContainerNotFound:
+                return None
+
+    async def exec(self, container_id: str, command: list[str], *, tty: bool = False, stdin: bool = False
+                   ) -> ExecStream:
+        """Starts a command in the running container (the engine's exec, under the container's lock)."""
+        async with self._lock(container_id):
+            return await self.engine.exec(container_id, command, tty=tty, stdin=stdin)
+
+    async def attach(self, container_id: str) -> AttachSession:
+        return await self.engine.attach(container_id)
+
+    async def list_containers(self, pod_uid: str | None = None) -> list[Container]:
+        """The kubelet's containers (of one pod when given), each refreshed so exits are recorded."""
+        found = []
+        for container in self.engine.containers.list():
+            labels = container.config.labels
+            if LABEL_POD_UID not in labels or (pod_uid is not None and labels[LABEL_POD_UID] != pod_uid):
+                continue
+            if container.running:
+                refreshed = await self.inspect(container.id)
+                if refreshed is None:
+                    continue
+                container = refreshed
+            found.append(container)
+        return found
+
+    def instance_state(self, container: Container) -> InstanceState:
+        state = container.state
+        labels = container.config.labels
+        image = self.engine.images.resolve(container.image_id) if container.image_id else None
+        instance = InstanceState(
+            container_id=ID_PREFIX + container.id, state="exited", restart_count=int(labels.get(LABEL_RESTART_COUNT,
+                                                                                                  0)),
+            image=normalize_image(container.image), image_id=image_id(image, container.image_id),
+            started_at=state.started_at, finished_at=state.finished_at, exit_code=state.exit_code)
+        if container.running:
+            instance.state = "running"
+        elif state.status == "created" and not state.error:
+            instance.state = "created"
+        elif state.error and not state.started_at:
+            instance.reason = "StartError"
+            instance.message = state.error
+            instance.exit_code = exit_code(container)
+            instance.finished_at = instance.finished_at or container.created
+        else:
+            instance.reason = "OOMKilled" if state.oom_killed else ("Completed" if state.exit_code == 0 else "Error")
+            instance.message = termination_message(container)
+        return instance
+
+    # --- images --------------------------------------------------------------------------------------
+
+    def image_present(self, reference: str) -> Image | None:
+        try:
+            return self.engine.images.resolve(reference)
+        except (ImageNotFound, ValueError):
+            return None
+
+    async def pull_image(self, reference: str, pull_secrets: list[bytes]) -> Image:
+        """Pull with the pod's image pull secrets (.dockerconfigjson documents), tried in order."""
+        lock = self._pull_locks.setdefault(reference, asyncio.Lock())
+        async with lock:
+            stores: list[CredentialStore | None] = []
+            for document in pull_secrets:
+                try:
+                    stores.append(CredentialStore.from_document(document))
+                except CredentialError as err:
+                    log.warning("ignoring an image pull secret: %s", err)
+            failure: Exception | None = None
+            for credentials in [*stores, None] if stores else [None]:
+                try:
+                    return await RegistryClient(credentials=credentials).pull(self.engine.images, reference)
+                except Exception as err:  # registry, network and content errors all mean "pull failed"
+                    failure = err
+            raise ImagePullError("ErrImagePull", f'failed to pull and unpack image "{normalize_image(reference)}": '
+                                                 f"{failure}")
+
+
+def exit_code(container: Container) -> int:
+    """The exit code the kubelet reasons with: a container that failed to start counts as 128 (StartError)."""
+    state = container.state
+    if state.error and not state.started_at:
+        return START_ERROR_EXIT_CODE  # what CRI runtimes report for StartError, whatever the engine's code
+    return state.exit_code
+
+
+def image_id(image: Image | None, fallback: str) -> str:
+    """What CRI runtimes report as imageID: the repo digest when the image came from a registry."""
+    if image is not None and image.repo_digests:
+        return normalize_image(image.repo_digests[0])
+    return image.id if image is not None else fallback
+
+
+def termination_message(container: Container) -> str:
+    """The message file's contents (at most 4096 bytes), or for FallbackToLogsOnError and a failed exit,
+    the tail of the log."""
+    labels = container.config.labels
+    path = labels.get(LABEL_TERMINATION_LOG)
+    message = b""
+    if path:
+        try:
+            with open(path, "rb") as f:
+                message = f.read(MAX_TERMINATION_MESSAGE)
+        except OSError:
+            message = b""
+    if not message and labels.get(LABEL_TERMINATION_POLICY) == "FallbackToLogsOnError" and \
+            container.state.exit_code != 0:
+        message = _log_tail(Path(container.config.log_path))
+    return message.decode(errors="replace")
+
+
+def _remove_files(container: Container) -> None:
+    """A removed container's log and termination message file go with it."""
+    Path(container.config.log_path).unlink(missing_ok=True)
+    termination = container.config.labels.get(LABEL_TERMINATION_LOG)
+    if termination:
+        Path(termination).unlink(missing_ok=True)
+
+
+def _log_tail(path: Path) -> bytes:
+    try:
+        lines = read_log(path)
+    except OSError:
+        return b""
+    text = b"".join(line.data for line in lines[-FALLBACK_LOG_LINES:])
+    return text[-FALLBACK_LOG_BYTES:]
