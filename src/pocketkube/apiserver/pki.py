@@ -10,11 +10,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
-import os
 import secrets
 import socket
 import ssl
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pocketkube.fsutil import write_atomic
 
 TLS_DIR = "tls"
 TOKEN_FILE = "token"
@@ -149,8 +149,8 @@ def ensure_pki(
     if fresh_ca:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _ca_cert(ca_key)
-        _write(pki.ca_key, _key_pem(ca_key), 0o600)
-        _write(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(pki.ca_key, _key_pem(ca_key), mode=0o600)
+        write_atomic(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     else:
         ca_cert, ca_key = pki._load_ca()
 
@@ -162,25 +162,25 @@ def ensure_pki(
         # not break clients that were already configured with it.
         names = wanted if serving is None or fresh_ca else _dedup(_sans_of(serving) + wanted)
         cert = _serving_cert(ca_cert, ca_key, key, names)
-        _write(pki.serving_key, _key_pem(key), 0o600)
-        _write(pki.serving_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(pki.serving_key, _key_pem(key), mode=0o600)
+        write_atomic(pki.serving_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
     admin = _load_cert(pki.admin_cert) if pki.admin_key.exists() else None
     if fresh_ca or not _still_good(admin, ca_cert):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _client_cert(ca_cert, ca_key, key, ADMIN_USER, [ADMIN_GROUP])
-        _write(pki.admin_key, _key_pem(key), 0o600)
-        _write(pki.admin_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(pki.admin_key, _key_pem(key), mode=0o600)
+        write_atomic(pki.admin_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
     kubelet_client = _load_cert(pki.kubelet_client_cert) if pki.kubelet_client_key.exists() else None
     if fresh_ca or not _still_good(kubelet_client, ca_cert):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _client_cert(ca_cert, ca_key, key, KUBELET_CLIENT_USER, [ADMIN_GROUP])
-        _write(pki.kubelet_client_key, _key_pem(key), 0o600)
-        _write(pki.kubelet_client_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(pki.kubelet_client_key, _key_pem(key), mode=0o600)
+        write_atomic(pki.kubelet_client_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
     if not pki.token_file.exists() or not pki.token_file.read_text().strip():
-        _write(pki.token_file, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+        write_atomic(pki.token_file, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
     return pki
 
 
@@ -228,7 +228,7 @@ def write_kubeconfig(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, yaml.safe_dump(config, sort_keys=False).encode(), 0o600)
+    write_atomic(path, yaml.safe_dump(config, sort_keys=False).encode(), mode=0o600)
 
 
 # --- certificate construction ---------------------------------------------------------------
@@ -384,21 +384,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Atomically replace `path`: readers never see a half-written key or kubeconfig."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _now() -> dt.datetime:

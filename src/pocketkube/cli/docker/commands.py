@@ -152,17 +152,19 @@ async def start(engine: Engine, args: argparse.Namespace) -> int:
     return status
 
 
-async def _each(refs: list[str], action: Callable[[str], Awaitable[object]]) -> int:
-    """Docker acts on each named container, reports each failure, and exits 1 if any failed."""
+async def _each(refs: list[str], action: Callable[[str], Awaitable[object]],
+                shown: Callable[[str, object], object] = lambda ref, _: ref) -> int:
+    """Docker acts on each named container, prints what `shown` makes of each success (the name as
+    given, by default), reports each failure, and exits 1 if any failed."""
     status = 0
     for ref in refs:
         try:
-            await action(ref)
+            result = await action(ref)
         except USER_ERRORS as err:
             _error(err)
             status = 1
             continue
-        print(ref)
+        print(shown(ref, result))
     return status
 
 
@@ -188,16 +190,7 @@ async def remove(engine: Engine, args: argparse.Namespace) -> int:
 
 @handler("wait")
 async def wait(engine: Engine, args: argparse.Namespace) -> int:
-    status = 0
-    for ref in args.containers:
-        try:
-            container = await engine.wait(ref)
-        except USER_ERRORS as err:
-            _error(err)
-            status = 1
-            continue
-        print(container.state.exit_code)
-    return status
+    return await _each(args.containers, engine.wait, lambda _, container: container.state.exit_code)
 
 
 @handler("container-cleanup")
