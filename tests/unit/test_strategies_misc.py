@@ -34,6 +34,8 @@ def _prepare(strategy: Strategy, obj: dict) -> dict:
 
 def test_every_builtin_has_a_specific_strategy(strategies: StrategySet) -> None:
     for info in strategies.catalog.all():
+        if info.verbs == ("create",):  # the reviews: answered by apiserver/reviews.py, never stored
+            continue
         strategy = strategies.strategy_for(info)
         assert type(strategy) is not Strategy, info.plural
         assert strategy.info == info

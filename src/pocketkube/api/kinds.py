@@ -25,6 +25,8 @@ _DEFINITION_PACKAGE = {
     "networking.k8s.io": "networking",
     "storage.k8s.io": "storage",
     "rbac.authorization.k8s.io": "rbac",
+    "authentication.k8s.io": "authentication",
+    "authorization.k8s.io": "authorization",
     "coordination.k8s.io": "coordination",
     "discovery.k8s.io": "discovery",
     "policy": "policy",
@@ -146,6 +148,14 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",), categories=("all",),
        subresources=("status",)),
     _r("apps", "v1", "ControllerRevision", "controllerrevisions"),
+    # authentication.k8s.io/v1 and authorization.k8s.io/v1: reviews, answered and never stored
+    _r("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
+    _r("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+       verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", False, verbs=("create",)),
     # batch/v1
     _r("batch", "v1", "Job", "jobs", categories=("all",), subresources=("status",)),
     _r("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=("all",), subresources=("status",)),

@@ -111,19 +111,27 @@ class Authenticator:
         parts = header.strip().split(" ", 2)
         if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
             return None
-        if self.service_account_tokens is not None and looks_like_jwt(parts[1]):
-            identity = self.service_account_tokens.verify(parts[1])
+        return self.authenticate_token(parts[1])[0]
+
+    def authenticate_token(self, token: str, audiences: tuple[str, ...] = ()) -> tuple[UserInfo | None,
+                                                                                      tuple[str, ...]]:
+        """Who a bearer token names, and the audiences it was accepted for (``audiences``, else the API
+        server's own). Static tokens are valid for any audience, as upstream's token file authenticator."""
+        api_audiences = self.service_account_tokens.audiences if self.service_account_tokens else ()
+        audiences = audiences or api_audiences
+        if self.service_account_tokens is not None and looks_like_jwt(token):
+            identity = self.service_account_tokens.verify(token, audiences)
             if identity is None:
-                return None
-            return UserInfo(identity.username, _with_authenticated(identity.groups), uid=identity.uid)
-        presented = parts[1].encode()
+                return None, ()
+            return (UserInfo(identity.username, _with_authenticated(identity.groups), uid=identity.uid),
+                    identity.audiences)
+        presented = token.encode()
         found: UserInfo | None = None
         # Compare against every token, without stopping early, so timing reveals nothing.
-        for token, user in self.tokens.items():
-            if hmac.compare_digest(presented, token.encode()):
+        for known, user in self.tokens.items():
+            if hmac.compare_digest(presented, known.encode()):
                 found = user
-        return found
-
+        return found, (audiences if found else ())
 
 def _attrs(name: PeerName, key: str) -> list[str]:
     return [value for rdn in name for (k, value) in rdn if k == key]

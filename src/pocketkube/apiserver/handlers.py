@@ -18,6 +18,7 @@ from pocketkube.api import errors
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.api.selectors import FieldSelector, LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
+from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.crd import codec as crd_codec
 from pocketkube.apiserver.decode import DecodeError, decode_object
 from pocketkube.apiserver.fieldmanager import (
@@ -35,6 +36,7 @@ from pocketkube.apiserver.registry import (
     now_rfc3339,
     parse_resource_version,
 )
+from pocketkube.apiserver.reviews import REVIEWS, ReviewRequest
 from pocketkube.apiserver.satokens import ServiceAccountTokens
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
@@ -147,8 +149,9 @@ class ResourceHandler:
     """Serves /api/v1/... and /apis/G/V/... for every resource in the catalogue."""
 
     def __init__(self, catalog: ResourceCatalog, registry: Registry,
-                 service_account_tokens: ServiceAccountTokens) -> None:
+                 service_account_tokens: ServiceAccountTokens, authenticator: Authenticator) -> None:
         self.catalog = catalog
+        self.authenticator = authenticator
         self.registry = registry
         self.service_account_tokens = service_account_tokens
 
@@ -161,19 +164,25 @@ class ResourceHandler:
         if target.name:
             if method == "GET":
                 if target.watch_path or req.bool_param(request, "watch"):
+                    self._require_verb(info, "watch", method)
                     return await self.watch(request, target)
+                self._require_verb(info, "get", method)
                 return await self.get(request, target)
             if method == "PUT":
+                self._require_verb(info, "update", method)
                 return await self.update(request, target)
             if method == "PATCH":
+                self._require_verb(info, "patch", method)
                 return await self.patch(request, target)
             if method == "DELETE":
+                self._require_verb(info, "delete", method)
                 return await self.delete(request, target)
         else:
             if method == "GET":
                 if target.watch_path or req.bool_param(request, "watch"):
                     self._require_verb(info, "watch", method)
                     return await self.watch(request, target)
+                self._require_verb(info, "list", method)
                 return await self.list(request, target)
             if method == "POST":
                 self._require_verb(info, "create", method)
@@ -247,6 +256,10 @@ class ResourceHandler:
         if info.namespaced and not target.namespace:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
         obj, warnings = await self._object_body(request, info)
+        review = REVIEWS.get((info.group, info.kind))
+        if review is not None:
+            answer = review(obj, ReviewRequest(info.kind, target.namespace, request["user"], self.authenticator))
+            return self._render(request, info, answer, 201, warnings)
         created = await self.registry.create(info, target.namespace, obj,
                                              self._write_options(request, "CreateOptions"))
         warnings += self.registry.strategy(info).warnings(created)

@@ -28,6 +28,7 @@ class ServiceAccountIdentity:
     bound_kind: str = ""        # "Pod" | "Secret" | "Node" when the token is bound to an object
     bound_name: str = ""
     bound_uid: str = ""
+    audiences: tuple[str, ...] = ()  # of a verified token: those it was accepted for
 
     @property
     def username(self) -> str:
@@ -60,10 +61,11 @@ class ServiceAccountTokens:
         }
         return jwt.encode(claims, self._private, algorithm=ALGORITHM), float(expires)
 
-    def verify(self, token: str) -> ServiceAccountIdentity | None:
-        """The identity a token carries, or None when it is not one of ours, expired, or for another audience."""
+    def verify(self, token: str, audiences: tuple[str, ...] = ()) -> ServiceAccountIdentity | None:
+        """The identity a token carries, or None when it is not one of ours, expired, or meant for none of
+        ``audiences`` (by default the API server's own)."""
         try:
-            claims = jwt.decode(token, self._public, algorithms=[ALGORITHM], audience=list(self.audiences),
+            claims = jwt.decode(token, self._public, algorithms=[ALGORITHM], audience=list(audiences or self.audiences),
                                 issuer=self.issuer, options={"require": ["exp", "iat", "sub"]})
         except jwt.PyJWTError:
             return None
@@ -74,8 +76,10 @@ class ServiceAccountTokens:
             return None
         bound_kind, bound = next(((kind.capitalize(), private[kind]) for kind in ("pod", "secret", "node")
                                   if isinstance(private.get(kind), dict)), ("", {}))
+        aud = claims.get("aud")
+        accepted = tuple(a for a in ([aud] if isinstance(aud, str) else aud) if a in (audiences or self.audiences))
         return ServiceAccountIdentity(namespace, account["name"], account.get("uid", ""), bound_kind,
-                                      bound.get("name", ""), bound.get("uid", ""))
+                                      bound.get("name", ""), bound.get("uid", ""), accepted)
 
 
 def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:

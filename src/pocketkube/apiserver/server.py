@@ -132,7 +132,8 @@ class APIServer:
         assert services is not None
         await strategies.load_existing(
             {"Service": list(self.cache.resource(services.storage_prefix).objects.values())})
-        self.handler = ResourceHandler(self.catalog, self.registry, self.service_account_tokens)
+        self.handler = ResourceHandler(self.catalog, self.registry, self.service_account_tokens,
+                                       self.authenticator)
         self.kubelet_proxy = KubeletProxy(self.catalog, self.registry, kubelet_client_ssl_context(
             pki.kubelet_client_cert, pki.kubelet_client_key, pki.ca_cert, verify=config.verify_kubelet_tls))
         # Established CRDs are served again before /readyz turns 200; the controller then keeps them current.
