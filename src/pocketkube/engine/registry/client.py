@@ -28,12 +28,12 @@ from yarl import URL
 
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.content import DigestMismatch
-from pocketkube.engine.images.reference import DEFAULT_DOMAIN, Reference, parse_reference
+from pocketkube.engine.images.reference import Reference, parse_reference
 from pocketkube.engine.images.store import Image, ImageStore, InvalidImage, media_type_of, select_manifest
 from pocketkube.engine.registry.credentials import Credentials, CredentialStore, normalize_registry
 from pocketkube.engine.registry.errors import RegistryError
+from pocketkube.engine.registry.hosts import Endpoint, RegistryHosts
 
-DOCKER_HUB_HOST = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST])
 PARALLEL_TRANSFERS = 3
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024  # blobs up to this size go in one request, larger ones in chunks
@@ -64,11 +64,6 @@ Progress = Callable[[ProgressEvent], None]
 
 def short_id(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
-
-
-def registry_host(domain: str) -> str:
-    """The host serving a reference's domain: Docker Hub's API lives at registry-1.docker.io."""
-    return DOCKER_HUB_HOST if domain == DEFAULT_DOMAIN else domain
 
 
 def _host_only(domain: str) -> str:
@@ -123,9 +118,10 @@ class _Document:
 
 @dataclass
 class _RegistryState:
-    """What a client learned about one registry: where it answers and how it authenticates."""
+    """What a client learned about one registry endpoint: where it answers and how it authenticates."""
+    endpoint: Endpoint
     base: URL
-    verify_tls: bool
+    tls: ssl.SSLContext | bool | None  # aiohttp's ssl argument: None verifies with the system's CAs
     challenge: tuple[str, dict[str, str]] | None = None
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # scopes -> (token, expiry)
 
@@ -139,8 +135,12 @@ class _Connection:
         self.credentials = credentials
 
     @property
-    def _ssl(self) -> bool | None:
-        return None if self.state.verify_tls else False
+    def _ssl(self) -> ssl.SSLContext | bool | None:
+        return self.state.tls
+
+    def api(self, rest: str) -> str:
+        """A path under the endpoint's API root (/v2 unless configured otherwise)."""
+        return self.state.endpoint.location(rest)
 
     def url(self, location: str | URL) -> URL:
         location = URL(str(location))
@@ -247,8 +247,10 @@ async def _run_all(jobs: Iterable[Awaitable[None]]) -> None:
 
 class RegistryClient:
     def __init__(self, *, credentials: CredentialStore | None = None, insecure_registries: Iterable[str] = (),
-                 progress: Progress | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+                 progress: Progress | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 hosts: RegistryHosts | None = None) -> None:
         self.credentials = credentials
+        self.hosts = hosts or RegistryHosts()
         self.insecure_registries = tuple(insecure_registries)
         self.progress = progress
         self.chunk_size = chunk_size
@@ -261,38 +263,43 @@ class RegistryClient:
     # --- connecting ----------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _connect(self, domain: str, credentials: Credentials | None = None,
+    async def _connect(self, endpoint: Endpoint, credentials: Credentials | None = None,
                        fresh: bool = False) -> AsyncIterator[_Connection]:
         if credentials is None and self.credentials is not None:
-            credentials = self.credentials.get(domain)
+            credentials = self.credentials.get(endpoint.host)
+        credentials = credentials or endpoint.credentials
         async with aiohttp.ClientSession(timeout=_TIMEOUT, auto_decompress=False,
                                          skip_auto_headers=("Accept-Encoding",)) as http:
-            state = None if fresh else self._registries.get(domain)
+            state = None if fresh else self._registries.get(endpoint.key)
             if state is None:
-                state = self._registries[domain] = await self._ping(http, domain)
+                state = self._registries[endpoint.key] = await self._ping(http, endpoint)
             yield _Connection(http, state, credentials)
 
-    async def _ping(self, http: aiohttp.ClientSession, domain: str) -> _RegistryState:
+    async def _ping(self, http: aiohttp.ClientSession, endpoint: Endpoint) -> _RegistryState:
         """Find how a registry answers (scheme, TLS checks) and how it wants clients to authenticate."""
-        host = registry_host(domain)
-        insecure = is_insecure(domain, self.insecure_registries)
+        insecure = endpoint.skip_verify or is_insecure(endpoint.host, self.insecure_registries)
+        if endpoint.scheme:
+            schemes: tuple[str, ...] = (endpoint.scheme,)
+        else:
+            schemes = ("https", "http") if insecure else ("https",)
+        tls: ssl.SSLContext | bool | None = False if insecure else endpoint.ssl_context
         failures = []
-        for scheme in ("https", "http") if insecure else ("https",):
-            base = URL(f"{scheme}://{host}")
+        for scheme in schemes:
+            base = URL(f"{scheme}://{endpoint.host}")
             try:
-                async with http.get(base / "v2" / "", ssl=False if insecure else None) as response:
+                async with http.get(base.join(URL(endpoint.location(""))), ssl=tls) as response:
                     challenge = response.headers.get("WWW-Authenticate")
                     if response.status not in (200, 401):
                         body = await _read_at_most(response, _ERROR_BODY_LIMIT)
-                        raise RegistryError.from_response(response.status, body, f"registry {domain}")
+                        raise RegistryError.from_response(response.status, body, f"registry {endpoint.host}")
             except (aiohttp.ClientConnectionError, ssl.SSLError, TimeoutError) as err:
                 failures.append(f"{scheme}: {err or type(err).__name__}")
                 continue
-            state = _RegistryState(base=base, verify_tls=not insecure)
+            state = _RegistryState(endpoint=endpoint, base=base, tls=tls)
             if response.status == 401 and challenge:
                 state.challenge = parse_challenge(challenge)
             return state
-        raise RegistryError(f"cannot reach registry {domain}: {'; '.join(failures)}")
+        raise RegistryError(f"cannot reach registry {endpoint.host}: {'; '.join(failures)}")
 
     # --- login ---------------------------------------------------------------------------------------
 
@@ -301,12 +308,13 @@ class RegistryClient:
         CredentialStore, save them. RegistryError (``UNAUTHORIZED``) when the registry refuses them."""
         domain = normalize_registry(registry)
         credentials = Credentials(username, password)
-        async with self._connect(domain, credentials, fresh=True) as connection:
+        endpoint = self.hosts.default_endpoint(domain)
+        async with self._connect(endpoint, credentials, fresh=True) as connection:
             if connection.state.challenge is not None:
                 # A token without a scope proves the password; then /v2/ must accept the result.
-                async with connection.request("GET", "/v2/", scopes=(), what=f"login to {domain}"):
+                async with connection.request("GET", connection.api(""), scopes=(), what=f"login to {domain}"):
                     pass
-        self._registries.pop(domain, None)  # forget tokens issued to whoever was used before
+        self._registries.pop(endpoint.key, None)  # forget tokens issued to whoever was used before
         if self.credentials is not None:
             self.credentials.save(domain, username, password)
 
@@ -315,11 +323,29 @@ class RegistryClient:
     async def pull(self, store: ImageStore, reference: str, *,
                    platform: Sequence[str] = ("linux", "amd64")) -> Image:
         """Fetch an image (tag or digest; from an index, the manifest for ``platform``) with the blobs the
-        content store lacks, register it under the reference and return it."""
+        content store lacks, register it under the reference and return it. The registry's mirrors are
+        tried first, in order, and the registry itself last."""
         ref = parse_reference(reference)
-        scopes = (f"repository:{ref.path}:pull",)
-        async with self._connect(ref.domain) as connection:
-            top = await self._get_manifest(connection, ref.path, ref.digest or ref.tag or "latest", scopes)
+        endpoints = self.hosts.endpoints(ref.domain)
+        failures: list[str] = []
+        for endpoint in endpoints:
+            try:
+                return await self._pull_from(endpoint, store, ref, platform)
+            except RegistryError as err:
+                if endpoint is endpoints[-1]:
+                    if failures:
+                        raise RegistryError(f"{err} (mirrors: {'; '.join(failures)})", code=err.code,
+                                            status=err.status) from None
+                    raise
+                failures.append(f"{endpoint.host}: {err}")
+        raise AssertionError("unreachable: the default endpoint is always last")
+
+    async def _pull_from(self, endpoint: Endpoint, store: ImageStore, ref: Reference,
+                         platform: Sequence[str]) -> Image:
+        repository = endpoint.repository(ref.path)
+        scopes = (f"repository:{repository}:pull",)
+        async with self._connect(endpoint) as connection:
+            top = await self._get_manifest(connection, repository, ref.digest or ref.tag or "latest", scopes)
             if ref.digest is not None and top.digest != ref.digest:
                 raise RegistryError(f"manifest for {ref.familiar()} has digest {top.digest}")
             manifest, index = top, None
@@ -329,7 +355,7 @@ class RegistryClient:
                     descriptor = select_manifest(top.body, platform)
                 except InvalidImage as err:
                     raise RegistryError(f"{ref.familiar()}: {err}") from None
-                manifest = await self._get_manifest(connection, ref.path, descriptor["digest"], scopes)
+                manifest = await self._get_manifest(connection, repository, descriptor["digest"], scopes)
             if not mt.is_manifest(manifest.media_type):
                 raise RegistryError(f"{ref.familiar()}: unsupported manifest media type {manifest.media_type!r}")
             config, layers = _image_blobs(manifest)
@@ -338,15 +364,15 @@ class RegistryClient:
                 status = "Already exists" if store.content.exists(layer["digest"]) else "Waiting"
                 self._emit(ProgressEvent(short_id(layer["digest"]), status))
             limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
-            await _run_all([self._download(connection, store, ref.path, config, scopes, limit, report=False),
-                            *(self._download(connection, store, ref.path, layer, scopes, limit)
+            await _run_all([self._download(connection, store, repository, config, scopes, limit, report=False),
+                            *(self._download(connection, store, repository, layer, scopes, limit)
                               for layer in unique_layers)])
         return self._register(store, ref, manifest, index)
 
     async def _get_manifest(self, connection: _Connection, repository: str, reference: str,
                             scopes: Sequence[str]) -> _Document:
         what = f"manifest {repository}:{reference}" if ":" not in reference else f"manifest {repository}@{reference}"
-        async with connection.request("GET", f"/v2/{repository}/manifests/{reference}", scopes=scopes, what=what,
+        async with connection.request("GET", connection.api(f"{repository}/manifests/{reference}"), scopes=scopes, what=what,
                                       headers={"Accept": MANIFEST_ACCEPT}) as response:
             data = await _read_at_most(response, MAX_MANIFEST_SIZE)
             header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -378,7 +404,7 @@ class RegistryClient:
                 self._emit(ProgressEvent(event_id, "Downloading", 0, size))
             received = reported = 0
             what = f"blob {digest}"
-            async with connection.request("GET", f"/v2/{repository}/blobs/{digest}", scopes=scopes,
+            async with connection.request("GET", connection.api(f"{repository}/blobs/{digest}"), scopes=scopes,
                                           what=what) as response:
                 try:
                     with store.content.writer(expected=digest) as writer:
@@ -448,12 +474,12 @@ class RegistryClient:
         blobs = [(layer, True) for layer in unique_layers]
         if config["digest"] not in {layer["digest"] for layer in unique_layers}:
             blobs.insert(0, (config, False))  # Docker shows layers only
-        async with self._connect(dest.domain) as connection:
+        async with self._connect(self.hosts.default_endpoint(dest.domain)) as connection:
             limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
             await _run_all([self._upload(connection, store, dest.path, blob, sources, scopes, limit, report)
                             for blob, report in blobs])
             tag = dest.tag or "latest"
-            async with connection.request("PUT", f"/v2/{dest.path}/manifests/{tag}", scopes=scopes, expected=(201,),
+            async with connection.request("PUT", connection.api(f"{dest.path}/manifests/{tag}"), scopes=scopes, expected=(201,),
                                           what=f"manifest {dest.familiar()}", data=data,
                                           headers={"Content-Type": media_type}) as response:
                 digest = response.headers.get("Docker-Content-Digest") or image.manifest_digest
@@ -472,7 +498,7 @@ class RegistryClient:
 
         emit("Waiting")
         async with limit:
-            blob_url = f"/v2/{repository}/blobs/{digest}"
+            blob_url = connection.api(f"{repository}/blobs/{digest}")
             async with connection.request("HEAD", blob_url, scopes=scopes, expected=(200, 404),
                                           what=f"blob {digest}") as response:
                 if response.status == 200:
@@ -480,7 +506,7 @@ class RegistryClient:
                     return
             location = None
             for number, source in enumerate(sources):
-                mount = URL(f"/v2/{repository}/blobs/uploads/").with_query({"mount": digest, "from": source})
+                mount = URL(connection.api(f"{repository}/blobs/uploads/")).with_query({"mount": digest, "from": source})
                 async with connection.request("POST", mount, scopes=scopes, expected=(201, 202), data=b"",
                                               what=f"mount of {digest} from {source}") as response:
                     mounted = response.status == 201
@@ -505,7 +531,7 @@ class RegistryClient:
             emit("Pushed", size)
 
     async def _start_upload(self, connection: _Connection, repository: str, scopes: Sequence[str]) -> str:
-        async with connection.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, expected=(202,),
+        async with connection.request("POST", connection.api(f"{repository}/blobs/uploads/"), scopes=scopes, expected=(202,),
                                       what=f"upload to {repository}", data=b"") as response:
             location = response.headers.get("Location")
         if not location:
