@@ -62,7 +62,9 @@ class Strategy:
                 obj["status"] = initial
 
     def initial_status(self, obj: Obj) -> Obj | None:
-        return None
+        # Go's zero status struct: serialized as {} (omitempty never drops a struct); kinds whose status
+        # has fields without omitempty override this.
+        return {}
 
     def default(self, obj: Obj) -> None:
         """Fill in defaulted fields as upstream's SetDefaults_* functions do."""

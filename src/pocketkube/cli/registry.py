@@ -24,6 +24,7 @@ from pocketkube.engine.registry.credentials import (
     normalize_registry,
 )
 from pocketkube.engine.registry.errors import RegistryError
+from pocketkube.engine.registry.hosts import RegistryHosts
 from pocketkube.engine.registry.server import RegistryConfig, start_registry
 from pocketkube.engine.registry.storage import RegistryStorage
 
@@ -79,6 +80,7 @@ def add_registry_commands(sub: argparse._SubParsersAction) -> None:
     pull.set_defaults(registry_handler=_pull)
 
     login = sub.add_parser("login", help="log in to a registry (like docker login)")
+    _add_data_dir(login)
     _add_insecure(login)
     login.add_argument("-u", "--username", default=None)
     login.add_argument("-p", "--password", default=None)
@@ -168,7 +170,7 @@ def _push(args: argparse.Namespace) -> int:
         raise ValueError(f"An image does not exist locally with the tag: {ref.familiar_name()}") from None
     printer = ProgressPrinter(sys.stdout)
     client = RegistryClient(credentials=CredentialStore(), insecure_registries=args.insecure_registry,
-                            progress=printer)
+                            progress=printer, hosts=RegistryHosts.for_data_dir(args.data_dir))
     print(f"The push refers to repository [{ref.name}]", flush=True)
     digest = asyncio.run(client.push(store, args.name))
     print(f"{ref.tag or 'latest'}: digest: {digest} size: {store.content.size(image.manifest_digest)}")
@@ -186,7 +188,7 @@ def _pull(args: argparse.Namespace) -> int:
     if ref.digest is None:
         print(f"{ref.tag}: Pulling from {ref.path}", flush=True)
     client = RegistryClient(credentials=CredentialStore(), insecure_registries=args.insecure_registry,
-                            progress=ProgressPrinter(sys.stdout))
+                            progress=ProgressPrinter(sys.stdout), hosts=RegistryHosts.for_data_dir(args.data_dir))
     image = asyncio.run(client.pull(store, args.name, platform=platform))
     print(f"Digest: {ref.digest or image.index_digest or image.manifest_digest}")
     news = "Image is up to date" if before == image.manifest_digest else "Downloaded newer image"
@@ -211,7 +213,8 @@ def _login(args: argparse.Namespace) -> int:
         password = getpass.getpass("Password: ")
     if not username or not password:
         raise ValueError("Username and password are required")
-    client = RegistryClient(credentials=CredentialStore(), insecure_registries=args.insecure_registry)
+    client = RegistryClient(credentials=CredentialStore(), insecure_registries=args.insecure_registry,
+                            hosts=RegistryHosts.for_data_dir(args.data_dir))
     asyncio.run(client.login(args.registry, username, password))
     print("Login Succeeded")
     return 0

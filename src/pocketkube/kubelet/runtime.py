@@ -25,6 +25,7 @@ from pocketkube.engine.images.store import Image, ImageNotFound
 from pocketkube.engine.logs import read_log
 from pocketkube.engine.registry.client import RegistryClient
 from pocketkube.engine.registry.credentials import CredentialError, CredentialStore
+from pocketkube.engine.registry.hosts import RegistryHosts
 from pocketkube.engine.runtime import conmon
 from pocketkube.engine.runtime.attach import AttachSession
 from pocketkube.engine.runtime.conmon import MonitorGone
@@ -292,7 +293,9 @@ class Runtime:
             failure: Exception | None = None
             for credentials in [*stores, None] if stores else [None]:
                 try:
-                    return await RegistryClient(credentials=credentials).pull(self.engine.images, reference)
+                    client = RegistryClient(credentials=credentials,
+                                            hosts=RegistryHosts.for_data_dir(self.engine.data_dir))
+                    return await client.pull(self.engine.images, reference)
                 except Exception as err:  # registry, network and content errors all mean "pull failed"
                     failure = err
             raise ImagePullError("ErrImagePull", f'failed to pull and unpack image "{normalize_image(reference)}": '

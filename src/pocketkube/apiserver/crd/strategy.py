@@ -418,6 +418,9 @@ class CustomResourceStrategy(Strategy):
             getters[path.lstrip(".")] = lambda obj, p=path: _selectable_value(obj, p)
         return getters
 
+    def initial_status(self, obj: Obj) -> Obj | None:
+        return None  # unstructured: no typed zero status to serialize
+
     def default(self, obj: Obj) -> None:
         apply_defaults(self.schema, obj)
 

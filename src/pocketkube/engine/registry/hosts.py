@@ -32,6 +32,7 @@ from pocketkube.engine.images.reference import DEFAULT_DOMAIN
 from pocketkube.engine.registry.credentials import Credentials
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
+REGISTRIES_FILE = "registries.yaml"  # in the data directory, as k3s keeps /etc/rancher/k3s/registries.yaml
 WILDCARD = "*"
 
 
@@ -93,6 +94,10 @@ class RegistryHosts:
         self._mirrors = mirrors or {}
         self._configs = configs or {}
         self._source = source
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> RegistryHosts:
+        return cls.load(data_dir / REGISTRIES_FILE)
 
     @classmethod
     def load(cls, path: Path) -> RegistryHosts:
