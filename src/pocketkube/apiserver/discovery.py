@@ -18,14 +18,16 @@ _SUBRESOURCE_KINDS: dict[str, tuple[str, str, str] | None] = {
     "eviction": ("policy", "v1", "Eviction"),
     "finalize": None,
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "approval": None,
 }
 _SUBRESOURCE_VERBS = {**SUBRESOURCE_VERBS, "finalize": ("update",)}
-# Pod subresources the pod's kubelet serves (apiserver/kubeletproxy.py): (name, verbs, kind).
+# Subresources a kubelet serves (apiserver/kubeletproxy.py): (name, verbs, kind).
 _KUBELET_SUBRESOURCES = {
     ("", "pods"): (("attach", ("create", "get"), "PodAttachOptions"),
                    ("exec", ("create", "get"), "PodExecOptions"),
                    ("log", ("get",), "Pod"),
                    ("portforward", ("create", "get"), "PodPortForwardOptions")),
+    ("", "nodes"): (("proxy", ("create", "delete", "get", "patch", "update"), "NodeProxyOptions"),),
 }
 
 

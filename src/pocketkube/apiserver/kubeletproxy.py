@@ -1,5 +1,6 @@
 """pods/log, pods/exec, pods/attach and pods/portforward: the API server finds the pod's node and proxies to
-its kubelet, as upstream does.
+its kubelet, as upstream does; and nodes/proxy, which passes any request on to a node's kubelet (e.g.
+`kubectl get --raw /api/v1/nodes/N/proxy/stats/summary`).
 
 Logs are an ordinary streamed GET of the kubelet's /containerLogs. Exec, attach and port-forward are HTTP
 upgrades (WebSocket or SPDY/3.1): like upstream's UpgradeAwareHandler we send the request on to the kubelet
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from pocketkube.api import errors
 from pocketkube.api.errors import Cause
@@ -40,6 +43,8 @@ _REQUEST_HEADERS_DROPPED = {"authorization", "proxy-authorization", "host", "con
                             "transfer-encoding", "cookie", "keep-alive", "te", "trailer"}
 # Not copied from the kubelet's answer: aiohttp frames (and dates) the response it sends itself.
 _RESPONSE_HEADERS_DROPPED = {"content-length", "transfer-encoding", "date", "server", "keep-alive"}
+_HOP_BY_HOP = {"connection", "upgrade", "proxy-connection"}   # also dropped from an answer that is no upgrade
+_NODE_PROXY_SCHEMES = ("", "http", "https")
 
 
 def kubelet_client_ssl_context(cert: Path, key: Path, ca: Path, *, verify: bool) -> ssl.SSLContext:
@@ -65,6 +70,29 @@ class KubeletEndpoint:
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def node_endpoint(node: Obj) -> KubeletEndpoint:
+    """Where a node's kubelet listens: its preferred address and status.daemonEndpoints' port."""
+    status = node.get("status") or {}
+    addresses = status.get("addresses") or []
+    for kind in _ADDRESS_PREFERENCE:
+        for address in addresses:
+            if address.get("type") == kind and address.get("address"):
+                port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
+                return KubeletEndpoint(address["address"], int(port) or DEFAULT_KUBELET_PORT)
+    raise errors.StatusError(500, "", f"no preferred addresses found; known addresses: {addresses}")
+
+
+def node_name_and_port(node_id: str) -> tuple[str, str]:
+    """The node and port ("" when none) a nodes/proxy name gives: "NAME", "NAME:PORT" or "SCHEME:NAME:PORT"
+    (upstream's SplitSchemeNamePort; the kubelet's port is always reached by https)."""
+    parts = node_id.split(":")
+    scheme = parts.pop(0) if len(parts) == 3 else ""
+    name, port = (parts + [""])[:2] if len(parts) <= 2 else ("", "")
+    if not name or scheme not in _NODE_PROXY_SCHEMES:
+        raise errors.bad_request(f'invalid node request "{node_id}"')
+    return name, port
 
 
 def container_for(pod: Obj, requested: str) -> str:
@@ -159,15 +187,16 @@ class KubeletProxy:
         return await self._upgrade(request, pod, subresource)
 
     async def _endpoint(self, node_name: str) -> KubeletEndpoint:
-        node = await self._registry.get(self._nodes, "", node_name)
-        status = node.get("status") or {}
-        addresses = status.get("addresses") or []
-        for kind in _ADDRESS_PREFERENCE:
-            for address in addresses:
-                if address.get("type") == kind and address.get("address"):
-                    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
-                    return KubeletEndpoint(address["address"], int(port) or DEFAULT_KUBELET_PORT)
-        raise errors.StatusError(500, "", f"no preferred addresses found; known addresses: {addresses}")
+        return node_endpoint(await self._registry.get(self._nodes, "", node_name))
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # bodies are relayed as they come: a compressed one stays compressed, with its Content-Encoding
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl),
+                                                  timeout=aiohttp.ClientTimeout(total=None,
+                                                                                sock_connect=_CONNECT_TIMEOUT),
+                                                  auto_decompress=False)
+        return self._session
 
     # --- logs ----------------------------------------------------------------------------------------------
 
@@ -185,12 +214,8 @@ class KubeletProxy:
         path = "/containerLogs/" + "/".join(quote(part, safe="") for part in (meta["namespace"], meta["name"],
                                                                               container))
         url = f"https://{endpoint.authority}{path}" + (f"?{urlencode(query)}" if query else "")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl),
-                                                  timeout=aiohttp.ClientTimeout(total=None,
-                                                                                sock_connect=_CONNECT_TIMEOUT))
         try:
-            upstream = await self._session.get(url)
+            upstream = await self._client().get(url)
         except (aiohttp.ClientError, OSError) as err:
             raise errors.StatusError(500, "", f'Get "{url}": {err}') from None
         async with upstream:
@@ -199,12 +224,7 @@ class KubeletProxy:
                 raise _kubelet_error(upstream.status, text, meta["name"])
             response.enable_chunked_encoding()
             await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-            except (ConnectionError, aiohttp.ClientPayloadError):
-                pass  # the client left, or the kubelet went away mid-stream: the response just ends
+            await _relay_body(upstream, response)
         return response
 
     # --- upgrades (exec, attach, port-forward) --------------------------------------------------------------
@@ -222,12 +242,54 @@ class KubeletProxy:
         target = f"/{subresource}/" + "/".join(quote(part, safe="") for part in parts)
         if query:
             target += "?" + urlencode(query)
+        return await self._proxy_upgrade(request, endpoint, self._ssl, target,
+                                         lambda err: errors.StatusError(500, "", f"error dialing backend: {err}"))
+
+    # --- nodes/proxy --------------------------------------------------------------------------------------
+
+    async def node_proxy(self, request: web.Request) -> web.StreamResponse:
+        """/api/v1/nodes/{name}/proxy[/{path}]: the request, any method, on to the node's kubelet with its
+        query; the answer comes back as the kubelet gave it."""
+        name, port = node_name_and_port(request.match_info["name"])
+        endpoint = node_endpoint(await self._registry.get(self._nodes, "", name))
+        if port and port != str(endpoint.port):
+            # upstream reaches other ports of a node too (not at loopback or link-local addresses)
+            raise errors.bad_request(f'only the kubelet\'s port {endpoint.port} of node "{name}" can be proxied '
+                                     f"to, not {port}")
+        # the path after .../proxy, escaped anew as Go escapes a URL's path (an escaped "/" is a "/" there too)
+        target = "/" + quote(request.match_info.get("path", ""), safe="/:@!$&'()*+,;=")
+        if request.rel_url.raw_query_string:
+            target += "?" + request.rel_url.raw_query_string
+
+        def unreachable(err: BaseException) -> errors.StatusError:
+            return errors.StatusError(503, "ServiceUnavailable", f"error trying to reach service: {err}")
+
+        if request.headers.get("Upgrade"):
+            return await self._proxy_upgrade(request, endpoint, self._ssl, target, unreachable)
+        try:
+            upstream = await self._client().request(
+                request.method, URL(f"https://{endpoint.authority}{target}", encoded=True),
+                headers=_forwarded_headers(request), data=request.content if request.body_exists else None,
+                allow_redirects=False)
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise unreachable(err) from None
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=[
+                (k, v) for k, v in upstream.headers.items()
+                if k.lower() not in _RESPONSE_HEADERS_DROPPED and k.lower() not in _HOP_BY_HOP])
+            await response.prepare(request)
+            await _relay_body(upstream, response)
+        return response
+
+    async def _proxy_upgrade(self, request: web.Request, endpoint: KubeletEndpoint, tls: ssl.SSLContext,
+                             target: str, unreachable: Callable[[BaseException], errors.StatusError]
+                             ) -> web.StreamResponse:
+        """Sends an upgrade request on; a 101 answer splices client and kubelet, any other goes back."""
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port, ssl=self._ssl),
-                _CONNECT_TIMEOUT)
+                asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls), _CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as err:
-            raise errors.StatusError(500, "", f"error dialing backend: {err}") from None
+            raise unreachable(err) from None
         try:
             writer.write(_request_head(request, target, endpoint))
             await writer.drain()
@@ -249,6 +311,16 @@ class KubeletProxy:
                 await writer.wait_closed()
 
 
+async def _relay_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+    """Passes the kubelet's body on as it comes (a followed log, say)."""
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except (ConnectionError, aiohttp.ClientPayloadError):
+        pass  # the client left, or the kubelet went away mid-stream: the response just ends
+
+
 def _kubelet_error(status: int, text: str, name: str) -> errors.StatusError:
     """A kubelet's failure as the API reports it (upstream's GenericHttpResponseChecker)."""
     if status == 500:
@@ -259,14 +331,17 @@ def _kubelet_error(status: int, text: str, name: str) -> errors.StatusError:
     return errors.StatusError(status, reason, text, {"name": name, "kind": "pods/log"})
 
 
+def _forwarded_headers(request: web.Request) -> list[tuple[str, str]]:
+    """The client's headers that go on to the kubelet (not its credentials, nor the message framing)."""
+    return [(name, value) for name, value in request.headers.items()
+            if name.lower() not in _REQUEST_HEADERS_DROPPED and not name.lower().startswith("impersonate-")]
+
+
 def _request_head(request: web.Request, target: str, endpoint: KubeletEndpoint) -> bytes:
     lines = [f"{request.method} {target} HTTP/1.1", f"Host: {endpoint.authority}"]
-    for name, value in request.headers.items():
-        lowered = name.lower()
-        if lowered in _REQUEST_HEADERS_DROPPED or lowered.startswith("impersonate-"):
-            continue
-        lines.append(f"{name}: {value}")
+    lines += [f"{name}: {value}" for name, value in _forwarded_headers(request)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, list[tuple[str, str]]]:

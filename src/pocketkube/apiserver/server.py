@@ -255,6 +255,8 @@ class APIServer:
         app.router.add_route(  # pod subresources served by the pod's kubelet
             "*", "/api/v1/namespaces/{namespace}/pods/{name}/{subresource:log|exec|attach|portforward}",
             self.kubelet_proxy.pod_subresource)
+        for path in ("/api/v1/nodes/{name}/proxy", "/api/v1/nodes/{name}/proxy/{path:.*}"):  # to a node's kubelet
+            app.router.add_route("*", path, self.kubelet_proxy.node_proxy)
         app.router.add_route("*", "/api/v1/{tail:.+}", self._core_resource)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._group_resource)
 

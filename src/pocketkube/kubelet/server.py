@@ -1,6 +1,7 @@
 """The kubelet's HTTPS API (upstream's port 10250): container logs, exec, attach and port-forward, which the
-API server proxies to for kubectl. Only clients presenting a certificate from the cluster CA whose common
-name is allowed (the API server's kubelet-client identity) get in: 401 without one, 403 for another name."""
+API server proxies to for kubectl, and the node's resource usage (/stats/summary, /metrics/resource). Only
+clients presenting a certificate from the cluster CA whose common name is allowed (the API server's
+kubelet-client identity) get in: 401 without one, 403 for another name."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import ssl
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pocketkube.kubelet.stats import METRICS_CONTENT_TYPE, resource_metrics, summary_document
 from pocketkube.kubelet.streaming.containerlogs import LogOptions, LogOptionsError, write_log
 from pocketkube.kubelet.streaming.portforward import connect_in_netns, serve_portforward
 from pocketkube.kubelet.streaming.remotecommand import (
@@ -55,6 +58,9 @@ class StreamingBackend(Protocol):
     def pod_netns(self, namespace: str, pod: str) -> str:
         """The path of the pod's pinned network namespace."""
 
+    async def stats_summary(self, only_cpu_and_memory: bool) -> dict[str, Any]:
+        """The node's usage readings: a Summary with its times as epoch seconds (kubelet/stats.py)."""
+
 
 def _message(err: LookupError) -> str:
     return str(err.args[0]) if err.args else str(err)
@@ -84,9 +90,11 @@ class KubeletServer:
         ssl_context.set_alpn_protocols(["http/1.1"])
         self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
-        # Routes may be added to `app` before start() (the node agent's /stats/summary, /metrics/resource).
         self.app = web.Application(middlewares=[self._authenticate])
         self.app.router.add_get("/healthz", self._healthz)
+        for path in ("/stats/summary", "/stats/summary/"):
+            self.app.router.add_get(path, self._stats_summary)
+        self.app.router.add_get("/metrics/resource", self._resource_metrics)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         for verb in ("GET", "POST"):
             self.app.router.add_route(verb, "/exec/{namespace}/{pod}/{container}", self._exec)
@@ -126,6 +134,27 @@ class KubeletServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def _stats_summary(self, request: web.Request) -> web.Response:
+        # upstream takes exactly "true", and only as the one value of the parameter
+        only_cpu_and_memory = request.query.getall("only_cpu_and_memory", []) == ["true"]
+        try:
+            readings = await self.backend.stats_summary(only_cpu_and_memory)
+        except (OSError, ValueError) as err:   # unreadable or unexpected /proc or cgroup files
+            log.exception("reading the node's usage for /stats/summary")
+            return web.Response(status=500, text=f"Internal Error: failed to get node stats: {err}")
+        return web.Response(body=orjson.dumps(summary_document(readings), option=orjson.OPT_INDENT_2),
+                            content_type="application/json")
+
+    async def _resource_metrics(self, request: web.Request) -> web.Response:
+        try:
+            readings = await self.backend.stats_summary(True)
+        except (OSError, ValueError):
+            # a scrape still succeeds, telling of the failure in resource_scrape_error (as upstream)
+            log.exception("reading the node's usage for /metrics/resource")
+            readings = None
+        return web.Response(body=resource_metrics(readings).encode(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:
         namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))

@@ -1,9 +1,10 @@
 """The kubelet server's view of this node's pods (the StreamingBackend of kubelet/server.py): which engine
-container a (namespace, pod, container) names, its log files, exec and attach through the runtime, and the
-pod's network namespace for port-forward."""
+container a (namespace, pod, container) names, its log files, exec and attach through the runtime, the
+pod's network namespace for port-forward, and what the usage statistics are read from."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -18,8 +19,11 @@ from cryptography.x509.oid import NameOID
 from pocketkube.engine.containers import Container, ContainerNotFound
 from pocketkube.engine.runtime import conmon
 from pocketkube.engine.runtime.attach import AttachSession
+from pocketkube.engine.snapshots.snapshotter import SnapshotNotFound
 from pocketkube.engine.streams import ExecStream
-from pocketkube.kubelet.runtime import host_namespace
+from pocketkube.kubelet.runtime import Sandbox, host_namespace
+from pocketkube.kubelet.stats import ContainerSource, NodeSource, PodSource, StatsCollector, VolumeSource
+from pocketkube.kubelet.volumes.model import CONFIGMAP, DOWNWARD_API, EMPTY_DIR, PROJECTED, SECRET
 
 if TYPE_CHECKING:
     from pocketkube.kubelet.agent import Kubelet
@@ -27,11 +31,16 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 SERVING_CERT_VALIDITY = dt.timedelta(days=365)
+# Volume sources with a directory of their own under the pod's (whose usage is reported), by plugin.
+_VOLUME_PLUGINS = {"emptyDir": EMPTY_DIR, "configMap": CONFIGMAP, "secret": SECRET, "downwardAPI": DOWNWARD_API,
+                   "projected": PROJECTED}
 
 
 class NodeStreaming:
     def __init__(self, kubelet: Kubelet) -> None:
         self.kubelet = kubelet
+        self.stats = StatsCollector()
+        self._upper_dirs: dict[str, Path] = {}   # container id -> its writable layer (fixed for its life)
 
     def _pod(self, namespace: str, pod: str) -> Obj:
         found = self.kubelet.pod(namespace, pod)
@@ -95,6 +104,59 @@ class NodeStreaming:
         if not netns:
             raise LookupError(f'pod "{pod}" has no network namespace on this node')
         return netns
+
+    async def stats_summary(self, only_cpu_and_memory: bool) -> Obj:
+        # What runs is taken here, on the loop the workers change it on; the files are read in a thread.
+        pods = []
+        for worker in list(self.kubelet.workers.values()):
+            if worker.sandbox is None:
+                continue   # not started yet, or finished: upstream lists the pods that have a sandbox
+            spec = worker.pod.get("spec") or {}
+            names = [c["name"] for kind in ("initContainers", "containers", "ephemeralContainers")
+                     for c in spec.get(kind) or []]
+            running = [(name, instances[0]) for name in names
+                       if (instances := worker.container_instances(name)) and instances[0].running]
+            pods.append((worker.pod, worker.sandbox, running))
+        return await asyncio.to_thread(self._collect, pods, only_cpu_and_memory)
+
+    def _collect(self, pods: list[tuple[Obj, Sandbox, list[tuple[str, Container]]]], only_cpu_and_memory: bool
+                 ) -> Obj:
+        kubelet = self.kubelet
+        engine = kubelet.engine
+        node = NodeSource(
+            name=kubelet.config.node_name, pods_cgroup=kubelet.cgroups.kubepods, root_dir=kubelet.config.root,
+            image_dir=engine.root, image_bytes=None if only_cpu_and_memory else engine.images.disk_usage()["total"],
+            pods=[self._pod_source(pod, sandbox, running, full=not only_cpu_and_memory)
+                  for pod, sandbox, running in pods])
+        running_ids = {c.id for _, _, running in pods for _, c in running}
+        self._upper_dirs = {cid: path for cid, path in self._upper_dirs.items() if cid in running_ids}
+        return self.stats.collect(node, only_cpu_and_memory=only_cpu_and_memory)
+
+    def _pod_source(self, pod: Obj, sandbox: Sandbox, running: list[tuple[str, Container]], *, full: bool
+                    ) -> PodSource:
+        meta = pod["metadata"]
+        containers = [ContainerSource(name, c.cgroups_path, c.state.started_at or c.created,
+                                      rootfs=self._upper_dir(c.id) if full else None,
+                                      logs=Path(c.config.log_path).parent if c.config.log_path else None)
+                      for name, c in running]
+        volumes = []
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            plugin = next((p for source, p in _VOLUME_PLUGINS.items() if volume.get(source) is not None), None)
+            if plugin is not None:
+                on_disk = plugin == EMPTY_DIR and (volume["emptyDir"] or {}).get("medium") != "Memory"
+                volumes.append(VolumeSource(volume["name"], self.kubelet.ctx.volumes.volume_dir(
+                    meta["uid"], plugin, volume["name"]), ephemeral=on_disk))
+        return PodSource(meta["name"], meta.get("namespace", ""), meta["uid"], sandbox.created,
+                         self.kubelet.cgroups.path(pod), containers, volumes,
+                         network_pid=running[0][1].state.pid if running else None)
+
+    def _upper_dir(self, container_id: str) -> Path | None:
+        if container_id not in self._upper_dirs:
+            try:
+                self._upper_dirs[container_id] = self.kubelet.engine.snapshots.upper_dir(container_id)
+            except SnapshotNotFound:
+                return None
+        return self._upper_dirs[container_id]
 
 
 def serving_context(directory: Path, node_name: str, node_ip: str) -> ssl.SSLContext:

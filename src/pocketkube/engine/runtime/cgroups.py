@@ -9,6 +9,7 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +52,9 @@ class CgroupStats:
     memory_rss: int
     memory_cache: int
     memory_max_usage: int
+    memory_page_faults: int        # minor and major, of everything below too
+    memory_major_page_faults: int
+    swap_usage: int | None         # None when the kernel does not account swap per cgroup
     oom_kills: int
     pids_current: int
     pids_limit: int | None
@@ -97,16 +101,21 @@ def _relative(path: str) -> Path:
     return Path(*parts)
 
 
+def hierarchy_roots() -> dict[str, Path]:
+    """Controller (or "name=systemd", or "unified" for cgroup2) -> the mount point of its hierarchy."""
+    roots: dict[str, Path] = {}
+    for hierarchy in _hierarchies(CGROUP_ROOT):
+        if hierarchy.unified:
+            roots[UNIFIED] = hierarchy.mount
+        for controller in hierarchy.controllers:
+            roots[controller] = hierarchy.mount
+    return roots
+
+
 def controller_dirs(path: str) -> dict[str, Path]:
     """Controller (or "name=systemd", or "unified" for cgroup2) -> the cgroup's directory in it."""
     relative = _relative(path)
-    dirs: dict[str, Path] = {}
-    for hierarchy in _hierarchies(CGROUP_ROOT):
-        if hierarchy.unified:
-            dirs[UNIFIED] = hierarchy.mount / relative
-        for controller in hierarchy.controllers:
-            dirs[controller] = hierarchy.mount / relative
-    return dirs
+    return {controller: root / relative for controller, root in hierarchy_roots().items()}
 
 
 def _directories(path: str) -> list[tuple[_Hierarchy, Path]]:
@@ -170,8 +179,7 @@ def _read_keyed(directory: Path | None, name: str) -> dict[str, int]:
     return values
 
 
-def _v1_stats(path: str) -> CgroupStats | None:
-    dirs = controller_dirs(path)
+def _v1_stats(dirs: Mapping[str, Path]) -> CgroupStats | None:
     memory = dirs.get("memory")
     if memory is None or not memory.is_dir():
         return None
@@ -185,6 +193,8 @@ def _v1_stats(path: str) -> CgroupStats | None:
     cpu_stat = _read_keyed(cpu, "cpu.stat")
     memory_stat = _read_keyed(memory, "memory.stat")
     usage = _read_int(memory, "memory.usage_in_bytes")
+    # memory+swap is only there with swap accounting (swapaccount=1)
+    with_swap = _read_int(memory, "memory.memsw.usage_in_bytes", -1)
     return CgroupStats(
         cpu_usage_ns=_read_int(cpuacct, "cpuacct.usage"), cpu_user_ns=user_ns, cpu_system_ns=system_ns,
         throttled_periods=cpu_stat.get("nr_throttled", 0), throttled_ns=cpu_stat.get("throttled_time", 0),
@@ -193,12 +203,14 @@ def _v1_stats(path: str) -> CgroupStats | None:
         memory_working_set=max(0, usage - memory_stat.get("total_inactive_file", 0)),
         memory_rss=memory_stat.get("total_rss", 0), memory_cache=memory_stat.get("total_cache", 0),
         memory_max_usage=_read_int(memory, "memory.max_usage_in_bytes"),
+        memory_page_faults=memory_stat.get("total_pgfault", 0),
+        memory_major_page_faults=memory_stat.get("total_pgmajfault", 0),
+        swap_usage=max(0, with_swap - usage) if with_swap >= 0 else None,
         oom_kills=_read_keyed(memory, "memory.oom_control").get("oom_kill", 0),
         pids_current=_read_int(pids_dir, "pids.current"), pids_limit=_read_limit(pids_dir, "pids.max"))
 
 
-def _v2_stats(path: str) -> CgroupStats | None:
-    directory = controller_dirs(path)[UNIFIED]
+def _v2_stats(directory: Path) -> CgroupStats | None:
     if not directory.is_dir():
         return None
     cpu_stat = _read_keyed(directory, "cpu.stat")
@@ -212,14 +224,24 @@ def _v2_stats(path: str) -> CgroupStats | None:
         memory_working_set=max(0, usage - memory_stat.get("inactive_file", 0)),
         memory_rss=memory_stat.get("anon", 0), memory_cache=memory_stat.get("file", 0),
         memory_max_usage=_read_int(directory, "memory.peak"),
+        memory_page_faults=memory_stat.get("pgfault", 0), memory_major_page_faults=memory_stat.get("pgmajfault", 0),
+        swap_usage=_read_int(directory, "memory.swap.current") if (directory / "memory.swap.current").exists()
+        else None,
         oom_kills=_read_keyed(directory, "memory.events").get("oom_kill", 0),
         pids_current=_read_int(directory, "pids.current"), pids_limit=_read_limit(directory, "pids.max"))
 
 
 def read_stats(path: str) -> CgroupStats | None:
     """Usage and limits of the cgroup (and everything below it); None when it does not exist (any more)."""
+    return read_stats_in(controller_dirs(path), v2=mode() == "v2")
+
+
+def read_stats_in(dirs: Mapping[str, Path], *, v2: bool) -> CgroupStats | None:
+    """read_stats of a cgroup given by its directory in each hierarchy (controller -> directory, as
+    controller_dirs() maps them; "unified" alone for cgroup2). Reads a root cgroup too, and trees laid
+    out like /sys/fs/cgroup elsewhere."""
     try:
-        return _v2_stats(path) if mode() == "v2" else _v1_stats(path)
+        return _v2_stats(dirs[UNIFIED]) if v2 else _v1_stats(dirs)
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENODEV):  # removed while we read
             return None
