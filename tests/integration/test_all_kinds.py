@@ -95,6 +95,8 @@ def _fill_namespace(value: Any, namespace: str) -> Any:
 def sweep_ns(cluster: Cluster) -> str:
     name = f"all-{uuid.uuid4().hex[:6]}"
     assert cluster.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}).status == 201
+    # pods need the namespace's default service account, which the controller manager adds
+    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
     return name
 
 

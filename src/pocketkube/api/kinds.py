@@ -14,6 +14,7 @@ SUBRESOURCE_VERBS = {
     "binding": ("create",),
     "eviction": ("create",),
     "token": ("create",),
+    "approval": ("get", "patch", "update"),
 }
 
 # Go package of each group's types, as named in the OpenAPI definitions (io.k8s.api.<pkg>.<version>.<Kind>).
@@ -32,7 +33,26 @@ _DEFINITION_PACKAGE = {
     "policy": "policy",
     "scheduling.k8s.io": "scheduling",
     "events.k8s.io": "events",
+    "admissionregistration.k8s.io": "admissionregistration",
+    "certificates.k8s.io": "certificates",
+    "flowcontrol.apiserver.k8s.io": "flowcontrol",
+    "node.k8s.io": "node",
+    "resource.k8s.io": "resource",
 }
+# Groups whose types live outside k8s.io/api: their definitions carry the serving library's Go package.
+_DEFINITION_PREFIX = {
+    "apiextensions.k8s.io": "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions",
+    "apiregistration.k8s.io": "io.k8s.kube-aggregator.pkg.apis.apiregistration",
+}
+
+# The order kube-apiserver lists API groups in (its APIService group priorities, highest first; ties by
+# name), the core group first. Groups not named here (custom resources) follow.
+GROUP_ORDER = (
+    "", "apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io",
+    "autoscaling", "batch", "certificates.k8s.io", "networking.k8s.io", "policy", "rbac.authorization.k8s.io",
+    "storage.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io",
+    "coordination.k8s.io", "node.k8s.io", "discovery.k8s.io", "flowcontrol.apiserver.k8s.io", "resource.k8s.io",
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +113,8 @@ class ResourceInfo:
         """The name of this kind's schema in the OpenAPI definitions (official, or built from a CRD)."""
         if self.custom is not None:
             return CustomResource.definition_name(self.group, self.version, self.kind)
-        if self.group == "apiextensions.k8s.io":
-            return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{self.version}.{self.kind}"
+        if self.group in _DEFINITION_PREFIX:
+            return f"{_DEFINITION_PREFIX[self.group]}.{self.version}.{self.kind}"
         return f"io.k8s.api.{_DEFINITION_PACKAGE[self.group]}.{self.version}.{self.kind}"
 
     @property
@@ -118,7 +138,17 @@ def _r(group: str, version: str, kind: str, plural: str, namespaced: bool = True
     return ResourceInfo(group, version, kind, plural, namespaced, **kw)
 
 
-BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
+def _in_discovery_order(resources: tuple[ResourceInfo, ...]) -> tuple[ResourceInfo, ...]:
+    """Group by group, in GROUP_ORDER; within a group the order written below (preferred version first)."""
+    def rank(info: ResourceInfo) -> int:
+        return GROUP_ORDER.index(info.group) if info.group in GROUP_ORDER else len(GROUP_ORDER)
+    return tuple(sorted(resources, key=rank))
+
+
+# Kubernetes' own extension points: `kubectl get api-extensions` lists them.
+_API_EXTENSIONS = ("api-extensions",)
+
+BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = _in_discovery_order((
     # core/v1
     _r("", "v1", "Namespace", "namespaces", False, short_names=("ns",), subresources=("status", "finalize"),
        verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
@@ -138,6 +168,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
     _r("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
        subresources=("status", "scale")),
+    _r("", "v1", "PodTemplate", "podtemplates"),
     # apps/v1
     _r("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
        subresources=("status", "scale")),
@@ -168,8 +199,15 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",), subresources=("status",)),
     _r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
     _r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=("netpol",)),
+    _r("networking.k8s.io", "v1", "IPAddress", "ipaddresses", False, short_names=("ip",)),
+    _r("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", False, subresources=("status",)),
     # storage.k8s.io/v1
     _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, short_names=("sc",)),
+    _r("storage.k8s.io", "v1", "CSIDriver", "csidrivers", False),
+    _r("storage.k8s.io", "v1", "CSINode", "csinodes", False),
+    _r("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities"),
+    _r("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", False, subresources=("status",)),
+    _r("storage.k8s.io", "v1", "VolumeAttributesClass", "volumeattributesclasses", False, short_names=("vac",)),
     # rbac.authorization.k8s.io/v1
     _r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
@@ -188,8 +226,34 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _r("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage_group="", storage_version="v1"),
     # apiextensions.k8s.io/v1
     _r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
-       short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",)),
-)
+       short_names=("crd", "crds"), categories=_API_EXTENSIONS, subresources=("status",)),
+    # admissionregistration.k8s.io/v1: stored configuration of admission webhooks and policies
+    _r("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations",
+       False, categories=_API_EXTENSIONS),
+    _r("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", False,
+       categories=_API_EXTENSIONS, subresources=("status",)),
+    _r("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding",
+       "validatingadmissionpolicybindings", False, categories=_API_EXTENSIONS),
+    _r("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations",
+       False, categories=_API_EXTENSIONS),
+    # apiregistration.k8s.io/v1
+    _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, categories=_API_EXTENSIONS,
+       subresources=("status",)),
+    # certificates.k8s.io/v1
+    _r("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", False,
+       short_names=("csr",), subresources=("approval", "status")),
+    # flowcontrol.apiserver.k8s.io/v1
+    _r("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", False, subresources=("status",)),
+    _r("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", False,
+       subresources=("status",)),
+    # node.k8s.io/v1
+    _r("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False),
+    # resource.k8s.io/v1: dynamic resource allocation
+    _r("resource.k8s.io", "v1", "DeviceClass", "deviceclasses", False),
+    _r("resource.k8s.io", "v1", "ResourceClaim", "resourceclaims", subresources=("status",)),
+    _r("resource.k8s.io", "v1", "ResourceClaimTemplate", "resourceclaimtemplates"),
+    _r("resource.k8s.io", "v1", "ResourceSlice", "resourceslices", False),
+))
 
 # Preferred version per group, in the order discovery lists groups.
 PREFERRED_VERSIONS: dict[str, str] = {}

@@ -212,6 +212,7 @@ class Registry:
                                     obj, dry_run=opts.dry_run, user=opts.user, options=opts)
         await self.admission.admit(attrs)
         strategy.prepare_for_create(obj)
+        strategy.record_requester(obj, opts.user)
         generate = not meta.get("name") and bool(meta.get("generateName"))
         if generate:
             meta["name"] = self._generated_name(meta["generateName"])
@@ -368,6 +369,12 @@ class Registry:
             causes += strategy.validate_status_update(new, old)
         elif subresource in ("binding", "finalize"):
             causes = []  # the server built this change itself, to fields the main endpoint protects
+        elif subresource in strategy.own_subresources:
+            strategy.prepare_for_subresource_update(subresource, new, old)
+            self._track(info, old, new, opts, subresource)
+            causes = validate_object_meta(meta, info.namespaced, strategy.name_validator, kube_finalizers=False)
+            causes += validate_object_meta_update(meta, old_meta, kube_finalizers=False)
+            causes += strategy.validate_subresource_update(subresource, new, old)
         else:
             strategy.default(new)
             strategy.prepare_for_update(new, old)

@@ -1,10 +1,12 @@
 """Per-kind behaviour plugged into the one generic registry (apiserver/registry.py).
 
 A Strategy never touches storage; the registry calls its hooks in this order:
-create:  default -> prepare_for_create -> validate (+ generic metadata checks) -> [uid set] -> before_create
-         -> store
+create:  default -> prepare_for_create -> record_requester -> validate (+ generic metadata checks) -> [uid set]
+         -> before_create -> store
 update:  default -> prepare_for_update -> validate_update -> before_update -> store -> after_update
 status:  prepare_for_status_update -> validate_status_update -> store
+other subresources the kind owns (own_subresources, a CSR's approval):
+         prepare_for_subresource_update -> validate_subresource_update -> store
 delete:  store delete -> after_delete
 Objects are plain dicts in their served (external) version; hooks mutate them in place.
 """
@@ -61,6 +63,11 @@ class Strategy:
             if initial is not None:
                 obj["status"] = initial
 
+    def record_requester(self, obj: Obj, user: Any) -> None:
+        """Write who is creating the object into it, for kinds that keep that (a CSR's spec.username).
+
+        `user` is the authenticated apiserver.authn.UserInfo, None for the server's own writes."""
+
     def initial_status(self, obj: Obj) -> Obj | None:
         # Go's zero status struct: serialized as {} (omitempty never drops a struct); kinds whose status
         # has fields without omitempty override this.
@@ -116,6 +123,17 @@ class Strategy:
             new["status"] = status
 
     def validate_status_update(self, new: Obj, old: Obj) -> list[Cause]:
+        return []
+
+    # --- other subresources -----------------------------------------------------------
+    # Subresources besides status whose writes this kind prepares and validates itself, as upstream gives
+    # them a strategy of their own (a CSR's approval).
+    own_subresources: frozenset[str] = frozenset()
+
+    def prepare_for_subresource_update(self, subresource: str, new: Obj, old: Obj) -> None:
+        """Keep from `new` only what the subresource may change; the rest comes from `old`."""
+
+    def validate_subresource_update(self, subresource: str, new: Obj, old: Obj) -> list[Cause]:
         return []
 
     # --- delete ------------------------------------------------------------------------

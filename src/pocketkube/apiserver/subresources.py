@@ -1,4 +1,5 @@
-"""Subresources: status, scale, binding, eviction, a namespace's finalize and a service account's token."""
+"""Subresources: status, a CSR's approval, scale, binding, eviction, a namespace's finalize and a service
+account's token."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ SCALE_DEFINITION = "io.k8s.api.autoscaling.v1.Scale"
 async def handle(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.StreamResponse:
     sub = target.subresource
     method = request.method
-    if sub == "status":
+    # A CSR's approval is written like status: its strategy keeps only the approval conditions.
+    if sub in ("status", "approval"):
         if method == "GET":
             return await handler.get(request, target)
         if method == "PUT":
-            return await handler.update(request, target, "status")
+            return await handler.update(request, target, sub)
         if method == "PATCH":
-            return await handler.patch(request, target, "status")
+            return await handler.patch(request, target, sub)
     elif sub == "scale":
         if method in ("GET", "PUT", "PATCH"):
             return await _scale(handler, request, target)

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pocketkube.api.errors import bad_request
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.apiserver.crd import columns as crd_columns
-from pocketkube.apiserver.printers import cluster, core, workloads
+from pocketkube.apiserver.printers import cluster, configuration, core, storage, workloads
 from pocketkube.apiserver.printers.base import NAME, Obj, Printer, column, meta, name, parse_time
 from pocketkube.apiserver.printers.docs import DOCS
 
 # One entry per (group, version, kind): the version matters where a served version is shaped unlike
 # the internal one upstream prints (autoscaling/v1 HPAs, events.k8s.io Events).
-PRINTERS: dict[tuple[str, str, str], Printer] = {**core.PRINTERS, **workloads.PRINTERS, **cluster.PRINTERS}
+PRINTERS: dict[tuple[str, str, str], Printer] = {**core.PRINTERS, **workloads.PRINTERS, **cluster.PRINTERS,
+                                                 **configuration.PRINTERS, **storage.PRINTERS}
 
 # rest.NewDefaultTableConvertor's columns, for kinds without a printer (Roles, LimitRanges, ...).
 _DEFAULT_COLUMNS = (NAME, column("Created At", "date", DOCS["meta/v1.ObjectMeta.creationTimestamp"]))

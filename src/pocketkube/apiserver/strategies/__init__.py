@@ -13,7 +13,25 @@ from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.apiserver.crd.strategy import CustomResourceDefinitionStrategy, CustomResourceStrategy
 from pocketkube.apiserver.strategy import Obj, Strategy
 
-from . import apps, batch, cluster, core_misc, core_pods, core_services, networking, rbac
+from . import (
+    admission,
+    apiregistration,
+    apps,
+    batch,
+    certificates,
+    cluster,
+    core_misc,
+    core_pods,
+    core_services,
+    flowcontrol,
+    ipam,
+    networking,
+    node,
+    podtemplates,
+    rbac,
+    resource,
+    storage,
+)
 from .allocators import ClusterIPAllocator, NodePortAllocator
 
 Key = tuple[str, str, str]
@@ -56,6 +74,32 @@ _STRATEGIES: dict[Key, Callable[[ResourceInfo], Strategy]] = {
     ("policy", "v1", "poddisruptionbudgets"): cluster.PodDisruptionBudgetStrategy,
     ("scheduling.k8s.io", "v1", "priorityclasses"): cluster.PriorityClassStrategy,
     ("events.k8s.io", "v1", "events"): core_misc.EventsV1Strategy,
+    ("", "v1", "podtemplates"): podtemplates.PodTemplateStrategy,
+    ("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations"):
+        admission.MutatingWebhookConfigurationStrategy,
+    ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"):
+        admission.ValidatingWebhookConfigurationStrategy,
+    ("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies"):
+        admission.ValidatingAdmissionPolicyStrategy,
+    ("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings"):
+        admission.ValidatingAdmissionPolicyBindingStrategy,
+    ("apiregistration.k8s.io", "v1", "apiservices"): apiregistration.APIServiceStrategy,
+    ("certificates.k8s.io", "v1", "certificatesigningrequests"): certificates.CertificateSigningRequestStrategy,
+    ("flowcontrol.apiserver.k8s.io", "v1", "flowschemas"): flowcontrol.FlowSchemaStrategy,
+    ("flowcontrol.apiserver.k8s.io", "v1", "prioritylevelconfigurations"):
+        flowcontrol.PriorityLevelConfigurationStrategy,
+    ("networking.k8s.io", "v1", "ipaddresses"): ipam.IPAddressStrategy,
+    ("networking.k8s.io", "v1", "servicecidrs"): ipam.ServiceCIDRStrategy,
+    ("node.k8s.io", "v1", "runtimeclasses"): node.RuntimeClassStrategy,
+    ("resource.k8s.io", "v1", "deviceclasses"): resource.DeviceClassStrategy,
+    ("resource.k8s.io", "v1", "resourceclaims"): resource.ResourceClaimStrategy,
+    ("resource.k8s.io", "v1", "resourceclaimtemplates"): resource.ResourceClaimTemplateStrategy,
+    ("resource.k8s.io", "v1", "resourceslices"): resource.ResourceSliceStrategy,
+    ("storage.k8s.io", "v1", "csidrivers"): storage.CSIDriverStrategy,
+    ("storage.k8s.io", "v1", "csinodes"): storage.CSINodeStrategy,
+    ("storage.k8s.io", "v1", "csistoragecapacities"): storage.CSIStorageCapacityStrategy,
+    ("storage.k8s.io", "v1", "volumeattachments"): storage.VolumeAttachmentStrategy,
+    ("storage.k8s.io", "v1", "volumeattributesclasses"): storage.VolumeAttributesClassStrategy,
 }
 
 
