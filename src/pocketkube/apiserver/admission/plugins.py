@@ -10,13 +10,14 @@ from .limitranger import LimitRanger
 from .namespace import NamespaceLifecycle
 from .pods import DefaultTolerationSeconds, Priority, ServiceAccount
 from .resourcequota import ResourceQuota
+from .runtimeclass import RuntimeClass
 from .state import ClusterState
 from .storageclass import DefaultStorageClass
 from .webhook import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 
 # All on by default, as in kube-apiserver's default plugin set.
 PLUGIN_NAMES = ("NamespaceLifecycle", "LimitRanger", "ServiceAccount", "Priority", "DefaultTolerationSeconds",
-                "DefaultStorageClass", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota")
+                "DefaultStorageClass", "RuntimeClass", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota")
 
 
 def build_chain(state: ClusterState, disabled: Iterable[str] = ()) -> AdmissionChain:
@@ -32,6 +33,7 @@ def build_chain(state: ClusterState, disabled: Iterable[str] = ()) -> AdmissionC
         "Priority": lambda: Priority(state),
         "DefaultTolerationSeconds": DefaultTolerationSeconds,
         "DefaultStorageClass": lambda: DefaultStorageClass(state),
+        "RuntimeClass": lambda: RuntimeClass(state),
         "MutatingAdmissionWebhook": MutatingAdmissionWebhook,
         "ValidatingAdmissionWebhook": ValidatingAdmissionWebhook,
         "ResourceQuota": lambda: ResourceQuota(state),
