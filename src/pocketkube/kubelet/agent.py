@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from pocketkube.engine.containers import Container
 from pocketkube.engine.engine import Engine
 from pocketkube.kubelet.backoff import Backoff
 from pocketkube.kubelet.cgroups import PodCgroups
+from pocketkube.kubelet.eventqueue import EventQueue
 from pocketkube.kubelet.imagegc import ImageGC, ImageGCPolicy
 from pocketkube.kubelet.join import join_config
 from pocketkube.kubelet.node import KUBELET_VERSION, NodeConfig, NodeStatus, allocatable
@@ -59,6 +62,7 @@ DEFAULT_PORT = 10250
 NODE_CREDENTIALS = "client-kubelet.pem"
 STATIC_POD_PERIOD = 5.0  # how often the manifest directory is read (upstream: 20 s)
 HOUSEKEEPING_PERIOD = 60.0
+IO_THREADS = 32  # worker threads for blocking file, mount and cgroup work (see _tune_event_loop)
 
 
 @dataclass
@@ -113,7 +117,7 @@ class Kubelet:
             node_name=config.node_name, node_ip=config.node_ip, client=client, runtime=self.runtime,
             network=self.network, cgroups=self.cgroups,
             volumes=VolumeManager(root / "pods", client, node_name=config.node_name),
-            events=EventRecorder(client, "kubelet", config.node_name), pods_dir=root / "pods",
+            events=EventQueue(EventRecorder(client, "kubelet", config.node_name)), pods_dir=root / "pods",
             restart_backoff=Backoff(), pull_backoff=Backoff(), list_services=self._services)
         self.image_gc = ImageGC(self.engine, config.image_gc)
         self.ready = asyncio.Event()
@@ -136,6 +140,7 @@ class Kubelet:
             await self.engine.recover()
             await self._scan_runtime()
             background.append(asyncio.create_task(self.node.run(stop), name="node-heartbeat"))
+            background.append(asyncio.create_task(self.ctx.events.run(), name="kubelet-events"))
             background.append(asyncio.create_task(self.service_informer.run(), name="kubelet-services"))
             self.pod_informer.add_handler(on_add=self._on_pod, on_update=lambda _old, new: self._on_pod(new),
                                           on_delete=self._on_pod_deleted)
@@ -326,7 +331,24 @@ class Kubelet:
                 log.warning("image garbage collection failed: %s", err)
 
 
+def _tune_event_loop() -> None:
+    """Python 3.11 waits for every subprocess (CNI plugins, the OCI runtime, conmon) in a thread of its own,
+    and starting that thread stalls the event loop until the thread gets the GIL: in a burst of pod starts,
+    several stalls per pod. A pidfd watched by the event loop needs no thread (3.12 chooses it itself); the
+    kubelet spawns from this one event loop only, which this watcher of 3.11 requires.
+
+    Blocking file, mount and cgroup work goes to worker threads, several times per pod start; Python's
+    default of cores + 4 threads queues a burst of pods behind a few slow file creations."""
+    loop = asyncio.get_running_loop()
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+    loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="kubelet-io"))
+
+
 async def run_kubelet(client_config: ClientConfig, config: KubeletConfig, stop: asyncio.Event) -> None:
+    _tune_event_loop()
     async with Client(client_config, user_agent=f"kubelet/{KUBELET_VERSION} (linux) pocketkube") as client:
         await Kubelet(client, config).run(stop)
 

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from pocketkube.api.kinds import ResourceCatalog
-from pocketkube.client.events import EventRecorder
 from pocketkube.client.rest import APIError, Client
 from pocketkube.engine.containers import Container, ContainerConfig
 from pocketkube.engine.runtime.spec import Mount
 from pocketkube.kubelet.backoff import Backoff
 from pocketkube.kubelet.cgroups import PodCgroups, container_resources
 from pocketkube.kubelet.env import EnvContext, EnvError, container_env
+from pocketkube.kubelet.eventqueue import EventQueue
 from pocketkube.kubelet.hooks import HookFailed, run_hook
 from pocketkube.kubelet.podnetwork import PodNetwork, host_ports, pod_hostname
 from pocketkube.kubelet.probes import ProbeTarget, ProbeWorker, engine_exec
@@ -87,7 +87,7 @@ class NodeContext:
     network: PodNetwork
     cgroups: PodCgroups
     volumes: VolumeManager
-    events: EventRecorder
+    events: EventQueue
     pods_dir: Path
     restart_backoff: Backoff
     pull_backoff: Backoff
@@ -230,8 +230,7 @@ class PodWorker:
         self._event("Normal" if reason == "ProbeWarning" else "Warning", reason, message)
 
     def _event(self, event_type: str, reason: str, message: str) -> None:
-        pod = {"kind": "Pod", "apiVersion": "v1", **self.pod}
-        self._spawn(self.ctx.events.event(pod, event_type, reason, message))
+        self.ctx.events.record({"kind": "Pod", "apiVersion": "v1", **self.pod}, event_type, reason, message)
 
     # --- sync ----------------------------------------------------------------------------------------
 
@@ -304,9 +303,7 @@ class PodWorker:
                     sandbox.host_ports = bool(host_ports(pod))
                     sandbox.ips = await ctx.network.attach(sandbox.id, sandbox.netns, pod)
                 sandbox.network_ready = True
-                ctx.runtime.save_sandbox(sandbox)
-                # written once per sandbox, as upstream: what a container changes in them stays
-                await asyncio.to_thread(ctx.network.write_files, self._pod_dir(), pod, sandbox.ips)
+                await asyncio.to_thread(self._record_sandbox, sandbox, pod)
             except Exception as err:
                 self._event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
                 await self._remove_sandbox(sandbox)
@@ -326,6 +323,12 @@ class PodWorker:
             self.wake(RETRY_DELAY)
             return False
         return True
+
+    def _record_sandbox(self, sandbox: Sandbox, pod: Obj) -> None:
+        """The ready sandbox's record, and the pod's /etc files: written once per sandbox, as upstream (what a
+        container changes in them stays)."""
+        self.ctx.runtime.save_sandbox(sandbox)
+        self.ctx.network.write_files(self._pod_dir(), pod, sandbox.ips)
 
     async def _remove_sandbox(self, sandbox: Sandbox) -> None:
         if not sandbox.host_network:
@@ -443,19 +446,17 @@ class PodWorker:
             self._instances[created.id] = created
             self._collect_old_instances(name, keep=created.id)
             self._event("Normal", "Created", f"Created container: {name}")
-            await self.ctx.runtime.start_container(created.id)
+            started = await self.ctx.runtime.start_container(created.id)
         except ContainerCreateError as err:
             self._waiting[name] = (err.reason, str(err))
             self._event("Warning", "Failed", f"Error: {err}")
             self.wake(RETRY_DELAY)
             return False
         self._waiting.pop(name, None)
-        started = await self.ctx.runtime.inspect(created.id)
-        if started is not None:
-            self._instances[created.id] = started
-            self._watch(started)
+        self._instances[created.id] = started
+        self._watch(started)
         self._event("Normal", "Started", f"Started container {name}")
-        if started is not None and started.running:
+        if started.running:
             self._start_probes(container, started)
             post_start = (container.get("lifecycle") or {}).get("postStart")
             if post_start:

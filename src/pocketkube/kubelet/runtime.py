@@ -124,14 +124,17 @@ class Runtime:
         sandbox = Sandbox(id=secrets.token_hex(16), pod_uid=meta["uid"], pod_name=meta["name"],
                           pod_namespace=meta.get("namespace", ""), attempt=attempt, host_network=host_network,
                           created=time.time())
-        if kinds:
-            pinned = await asyncio.to_thread(self.engine.create_sandbox, sandbox.id, kinds=tuple(kinds),
-                                             hostname=hostname if "uts" in kinds else None)
-            sandbox.namespaces = {kind: str(path) for kind, path in pinned.items()}
-        self.save_sandbox(sandbox)
+        await asyncio.to_thread(self._pin_and_save, sandbox, tuple(kinds), hostname if "uts" in kinds else None)
         return sandbox
 
+    def _pin_and_save(self, sandbox: Sandbox, kinds: tuple[str, ...], hostname: str | None) -> None:
+        if kinds:
+            pinned = self.engine.create_sandbox(sandbox.id, kinds=kinds, hostname=hostname)
+            sandbox.namespaces = {kind: str(path) for kind, path in pinned.items()}
+        self.save_sandbox(sandbox)
+
     def save_sandbox(self, sandbox: Sandbox) -> None:
+        """Blocking (a file creation can take milliseconds): call it from a worker thread."""
         path = self.sandbox_dir / f"{sandbox.id}.json"
         scratch = path.with_suffix(".tmp")
         scratch.write_text(json.dumps(asdict(sandbox)))
@@ -187,10 +190,11 @@ class Runtime:
     def _lock(self, container_id: str) -> asyncio.Lock:
         return self._container_locks.setdefault(container_id, asyncio.Lock())
 
-    async def start_container(self, container_id: str) -> None:
+    async def start_container(self, container_id: str) -> Container:
+        """The container as started (an exit since then shows in the next inspect)."""
         async with self._lock(container_id):
             try:
-                await self.engine.start(container_id)
+                return await self.engine.start(container_id)
             except (EngineError, OSError) as err:
                 raise ContainerCreateError("RunContainerError", str(err)) from err
 
