@@ -60,3 +60,25 @@ def test_token_request_validation_and_binding(cluster: Cluster, sa_namespace: st
     # A token for another audience is not a credential for this API server.
     refused = _as_token(cluster, token, "get", "pods")
     assert refused.returncode != 0 and "Unauthorized" in refused.stderr
+
+
+def test_pods_get_the_token_volume_unless_they_opt_out(cluster: Cluster, sa_namespace: str) -> None:
+    def pod(name: str, **spec: object) -> dict:
+        cluster.create(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name,
+                                   "namespace": sa_namespace}, "spec": {"serviceAccountName": "robot", "containers": [
+                                       {"name": "c", "image": "busybox"}], **spec}}))
+        return json.loads(cluster.kubectl("get", "pod", name, "-n", sa_namespace, "-o", "json").stdout)["spec"]
+
+    spec = pod("mounted")
+    [volume] = [v for v in spec["volumes"] if v["name"].startswith("kube-api-access-")]
+    sources = volume["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt" and volume["projected"]["defaultMode"] == 420
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": volume["name"], "readOnly": True, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    assert "volumes" not in pod("opted-out", automountServiceAccountToken=False)
+    cluster.kubectl("patch", "serviceaccount", "robot", "-n", sa_namespace, "-p",
+                    '{"automountServiceAccountToken": false}')
+    assert "volumes" not in pod("account-opted-out")
+    assert any(v["name"].startswith("kube-api-access-")
+               for v in pod("pod-overrides", automountServiceAccountToken=True)["volumes"])

@@ -1,7 +1,8 @@
 """The pod admission plugins every cluster runs (plugin/pkg/admission/...):
 
-- ServiceAccount: a pod runs as the `default` account unless it names one, and the account must exist.
-  Token volume injection (automountServiceAccountToken) is not done: the server issues no tokens yet.
+- ServiceAccount: a pod runs as the `default` account unless it names one, and the account must exist;
+  unless automountServiceAccountToken says no, every container gets the kube-api-access-* projected volume
+  (a bound token, the cluster CA, the namespace) at /var/run/secrets/kubernetes.io/serviceaccount.
 - DefaultTolerationSeconds: pods tolerate not-ready/unreachable nodes for 300 s unless they say otherwise.
 - Priority: spec.priority and spec.preemptionPolicy come from the pod's PriorityClass (or the global
   default class); only one PriorityClass may be the global default.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from typing import Any
 
 from pocketkube.api import errors
@@ -25,6 +27,14 @@ MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 # The default account is made by the serviceaccount controller moments after its namespace: look for it
 # this many times before refusing (other accounts are looked up once), as upstream.
 _DEFAULT_ACCOUNT_ATTEMPTS = 10
+
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+# upstream's utilrand.String alphabet: no vowels (no words), no confusable characters
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# A little over an hour: kubelets refresh the token long before; upstream picks 3607 so that its
+# "stale token" warnings can tell these tokens from ones a user asked for.
+TOKEN_EXPIRATION_SECONDS = 3607
 
 DEFAULT_TOLERATION_SECONDS = 300
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -70,6 +80,11 @@ class ServiceAccount(Handler):
         account = await self._service_account(attrs, spec["serviceAccountName"])
         if not spec.get("imagePullSecrets") and account.get("imagePullSecrets"):
             spec["imagePullSecrets"] = [{"name": s.get("name", "")} for s in account["imagePullSecrets"]]
+        automount = spec.get("automountServiceAccountToken")
+        if automount is None:
+            automount = account.get("automountServiceAccountToken")
+        if automount is not False:
+            _mount_token_volume(spec)
 
     async def validate(self, attrs: AdmissionAttributes) -> None:
         if self._ignored(attrs):
@@ -107,6 +122,31 @@ class ServiceAccount(Handler):
             return account
         raise forbidden(attrs, f"error looking up service account {attrs.namespace}/{name}: "
                                f'serviceaccount "{name}" not found')
+
+
+def _token_volume(name: str) -> Obj:
+    return {"name": name, "projected": {"defaultMode": 0o644, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                     "fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
+def _mount_token_volume(spec: Obj) -> None:
+    """mountServiceAccountToken: the kube-api-access volume (reused when the pod already has one) mounted
+    read-only in every container that mounts nothing at the token path itself."""
+    volumes = spec.setdefault("volumes", [])
+    name = next((v.get("name") for v in volumes if str((v or {}).get("name", "")).startswith(TOKEN_VOLUME_PREFIX)),
+                None)
+    if name is None:
+        name = TOKEN_VOLUME_PREFIX + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        volumes.append(_token_volume(name))
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            mounts = container.setdefault("volumeMounts", [])
+            if not any((m or {}).get("mountPath") == TOKEN_MOUNT_PATH for m in mounts):
+                mounts.append({"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH})
 
 
 def _references_secrets(spec: Obj) -> bool:
