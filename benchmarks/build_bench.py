@@ -92,6 +92,7 @@ def bench_env() -> Iterator[tuple[Path, dict]]:
         yield data_dir, settings
     finally:
         _unmount_below(data_dir)
+        asyncio.run(engine.network.remove_masquerade())
         cgroups.remove(settings["cgroup-parent"], kill=True)
         subprocess.run(["ip", "link", "delete", settings["bridge"]], capture_output=True, check=False)
         shutil.rmtree(engine.run_root, ignore_errors=True)

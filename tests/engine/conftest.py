@@ -54,6 +54,7 @@ def _clean(env: EngineEnv) -> None:
             await engine.remove(container.id, force=True)
 
     asyncio.run(remove_all())
+    asyncio.run(engine.network.remove_masquerade())
     cgroups.remove(env.settings["cgroup-parent"], kill=True)
     subprocess.run(["ip", "link", "delete", env.settings["bridge"]], capture_output=True)
     shutil.rmtree(engine.run_root, ignore_errors=True)

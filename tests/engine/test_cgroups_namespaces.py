@@ -10,15 +10,17 @@ import shlex
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from engine_harness import make_busybox_rootfs
 
-from pocketkube.engine.runtime import cgroups, namespaces
+from pocketkube.engine.runtime import cgroups, mountns, namespaces
 from pocketkube.engine.runtime.spec import (
     ALL_CAPABILITY_NAMES,
     DEFAULT_CAPABILITIES,
@@ -382,6 +384,37 @@ def test_unpinning_reaches_mount_namespaces_copied_later(pin_dir: Path):
         holder.kill()
         holder.wait()
     assert str(pin_dir) not in _mountinfo()
+
+
+def test_spawn_without_mount_and_back_to_the_host():
+    """A process spawned in a private copy of our mount namespace misses the hidden mount (crun's view on a
+    hybrid host), our own namespace and the thread pool's keep it, and host_reentry brings a descendant back."""
+    hidden = "/sys/fs/cgroup/unified"
+    assert f" {hidden} " in _mountinfo(), "this host is cgroup hybrid"
+    copy = mountns.spawn_without_mount(hidden, ["cat", "/proc/self/mountinfo"], stdout=subprocess.PIPE, text=True)
+    seen, _ = copy.communicate(timeout=10)
+    assert copy.returncode == 0 and "/proc " in seen and f" {hidden} " not in seen
+    assert f" {hidden} " in _mountinfo()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert f" {hidden} " in pool.submit(_mountinfo).result()
+    reentry = mountns.host_reentry()
+    assert reentry is not None and reentry[0] == shutil.which("nsenter")
+    back = mountns.spawn_without_mount(hidden, [*reentry, "cat", "/proc/self/mountinfo"], stdout=subprocess.PIPE,
+                                       text=True)
+    seen, _ = back.communicate(timeout=10)
+    assert back.returncode == 0 and f" {hidden} " in seen
+    with pytest.raises(FileNotFoundError):
+        mountns.spawn_without_mount(hidden, ["/no/such/program"])
+    with pytest.raises(OSError, match="unmount /no/such/mount"):
+        mountns.spawn_without_mount("/no/such/mount", ["true"])
+
+
+def test_host_reentry_needs_a_namespace_a_system_process_shares():
+    """From a mount namespace of its own it cannot be named for later: callers fall back (conmon: the wrapper)."""
+    probe = "from pocketkube.engine.runtime import mountns; print(mountns.host_reentry())"
+    inside = subprocess.run(["unshare", "--mount", sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert inside.stdout.strip() == "None"
 
 
 def test_create_pinned_is_fast(pin_dir: Path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from engine_harness import make_busybox_rootfs
 
-from pocketkube.engine.runtime import attach, conmon
+from pocketkube.engine.runtime import attach, conmon, mountns
 from pocketkube.engine.runtime.oci import OCIRuntime, OCIRuntimeError
 
 TAG = secrets.token_hex(3)
@@ -144,6 +144,55 @@ async def test_logs_exit_code_and_exit_time(name, runtimes, paths, bundle, tmp_p
     assert not any("level" in text for _, _, text in log_lines(log)), "runtime warnings belong in runtime.log"
     assert not conmon.oom_killed(paths, cid)
     await runtime.delete(cid)
+
+
+@pytest.mark.parametrize("reentry", ["nsenter", "unavailable"])
+async def test_crun_monitor_without_the_cgroup2_mount(reentry, runtimes, paths, bundle, tmp_path, monkeypatch):
+    """On this hybrid host conmon starts in a mount namespace without cgroup2 and runs crun directly; its exit
+    command gets back to our mount namespace through nsenter. Where that namespace cannot be named, conmon
+    starts as it is and runs crun through the wrapper."""
+    runtime, cid = runtimes["crun"], container_id("mountns")
+    if reentry == "unavailable":
+        monkeypatch.setattr(mountns, "host_reentry", lambda: None)
+    cgroup2 = " /sys/fs/cgroup/unified "
+    seen = tmp_path / "exit-command-saw"
+    await run(runtime, cid, bundle(cid, ["/bin/sleep", "30"]), paths, tmp_path / "ctr.log",
+              exit_command=["/bin/sh", "-c", f"cat /proc/self/mountinfo > {seen}"])
+    monitor = conmon.monitor_pid(paths, cid)
+    assert monitor is not None
+    assert (cgroup2 in proc_file(monitor, "mountinfo")) == (reentry == "unavailable")
+    await runtime.kill(cid, signal.SIGKILL)
+    assert await conmon.wait_exit(paths, cid, timeout=10) == 137
+    await eventually(lambda: seen.exists() and "/proc " in seen.read_text())
+    assert cgroup2 in seen.read_text() and cgroup2 in proc_file(os.getpid(), "mountinfo")
+    await runtime.delete(cid)
+
+
+def _inotify_instances() -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.exists(fd) and os.readlink(fd) == "anon_inode:inotify")
+
+
+async def test_waiters_share_one_inotify_instance(runtimes, paths, bundle, tmp_path):
+    """Linux allows 128 inotify instances per user by default: waiters on many containers must not take
+    one each. Each still wakes for its own container only."""
+    runtime = runtimes["crun"]
+    cids = [container_id(f"share{n}") for n in range(3)]
+    for cid in cids:
+        await run(runtime, cid, bundle(cid, ["/bin/sleep", "30"]), paths, tmp_path / f"{cid}.log")
+    before = await asyncio.to_thread(_inotify_instances)
+    waits = [asyncio.create_task(conmon.wait_exit(paths, cid, timeout=20)) for cid in cids]
+    await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(_inotify_instances) == before + 1
+    await runtime.kill(cids[0], signal.SIGKILL)
+    assert await waits[0] == 137
+    await asyncio.sleep(0.1)
+    assert not waits[1].done() and not waits[2].done()
+    for cid in cids[1:]:
+        await runtime.kill(cid, signal.SIGKILL)
+    assert await asyncio.gather(*waits[1:]) == [137, 137]
+    for cid in cids:
+        await runtime.delete(cid)
 
 
 @pytest.mark.parametrize("name", ["runc", "crun"])

@@ -230,8 +230,9 @@ def test_cp_in_and_out(engine_env: EngineEnv, tmp_path: Path) -> None:
 
 
 def test_network_modes_and_published_port(engine_env: EngineEnv) -> None:
-    none = engine_env.out("run", "--rm", "--network", "none", "busybox", "sh", "-c", "ls /sys/class/net")
-    assert none.split() == ["lo"]
+    none = engine_env.out("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                          "ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags")
+    assert none.split()[0] == "lo" and int(none.split()[-1], 16) & 1, none  # only lo, and it is up (IFF_UP)
     host = engine_env.out("run", "--rm", "--network", "host", "busybox", "hostname")
     assert host.strip() == socket.gethostname()
     with socket.socket() as s:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -167,8 +168,10 @@ def test_detect_auto_and_explicit(runtimes, monkeypatch):
     assert runc.wrapper is None and runc.command("create")[0] == runc.binary == shutil.which("runc")
     assert "/sys/fs/cgroup/unified" in Path("/proc/self/mountinfo").read_text(), "this host is cgroup hybrid"
     assert crun.wrapper == str(RUN_BASE / "runtime" / "crun-hybrid") and os.access(crun.wrapper, os.X_OK)
-    assert crun.command("create")[0] == crun.executable == crun.wrapper
+    assert crun.hidden_mount == "/sys/fs/cgroup/unified"
+    assert crun.command("create")[:2] == crun.command()[:2] == [crun.wrapper, crun.binary]
     assert crun.command("state")[0] == crun.binary  # only create/run need the private mount namespace
+    assert crun.command("create", mount_hidden=True)[0] == crun.binary  # for a caller already without it
     monkeypatch.setenv("PATH", str(RUN_BASE / "nowhere"))
     with pytest.raises(OCIRuntimeError, match="Debian package runc"):
         OCIRuntime.detect(RUN_BASE / "runtime", "runc")
@@ -176,6 +179,23 @@ def test_detect_auto_and_explicit(runtimes, monkeypatch):
         OCIRuntime.detect(RUN_BASE / "runtime")
     with pytest.raises(ValueError, match="unknown OCI runtime"):
         OCIRuntime.detect(RUN_BASE / "runtime", "kata")
+
+
+def test_crun_runs_from_a_sealed_copy(runtimes):
+    """crun re-executes itself from a private copy on every call unless its binary is a memfd with exactly
+    these seals; runc, which gains nothing from it, keeps its installed binary."""
+    crun = runtimes["crun"]
+    assert crun.binary.startswith(f"/proc/{os.getpid()}/fd/")
+    assert os.readlink(crun.binary).startswith("/memfd:crun")
+    with open(crun.binary, "rb") as copy, open(shutil.which("crun"), "rb") as installed:
+        assert fcntl.fcntl(copy.fileno(), fcntl.F_GET_SEALS) == (
+            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        assert copy.read() == installed.read()
+    with pytest.raises(PermissionError), open(crun.binary, "r+b") as writable:  # refused at open or write
+        writable.write(b"x")
+        writable.flush()
+    assert OCIRuntime.detect(RUN_BASE / "runtime", "crun").binary == crun.binary  # one copy per process
+    assert subprocess.run([*crun.command(), "list", "--quiet"], capture_output=True).returncode == 0
 
 
 # --- foreground runs and the lifecycle calls -----------------------------------------------------------------

@@ -6,9 +6,11 @@ import errno
 import gzip
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
@@ -19,6 +21,7 @@ from typing import BinaryIO
 
 import pytest
 
+from pocketkube.engine.snapshots import snapshotter as snapshotter_module
 from pocketkube.engine.snapshots.diff import diff_trees, diff_upper
 from pocketkube.engine.snapshots.snapshotter import Mount, SnapshotNotFound, Snapshotter, chain_ids
 from pocketkube.engine.snapshots.unpack import apply_layer
@@ -336,6 +339,67 @@ def test_diff_upper_reapplied_on_the_lower_gives_the_overlay_tree(
     subprocess.run(["cp", "-a", str(copy.layer_dir(chain_ids(diff_ids)[-1])), str(merged)], check=True)
     apply_layer(io.BytesIO(layer.getvalue()), merged, overlay=False)
     assert _tree(merged) == expected
+
+
+@pytest.mark.parametrize("mode", ["overlay", "copy"])
+def test_commit_publishes_a_snapshot_as_its_layer(tmp_path: Path, mounted, mode: str) -> None:
+    """A committed snapshot shows as the layer its diff describes (what unpacking that diff would give),
+    without an unpack; an already unpacked chain just drops the snapshot."""
+    snapshots = Snapshotter(tmp_path / "root", mode=mode)
+    chain = snapshots.ensure_layers(_openers(LAYERS))
+    root = mounted(snapshots.prepare("c", chain), "c")
+    _change_rootfs(root)
+    expected = _tree(root)
+    Mount.unmount(root)
+    layer = io.BytesIO()
+    stats = (diff_upper(snapshots.upper_dir("c"), layer, lower=snapshots.lower_dirs("c")) if mode == "overlay"
+             else diff_trees(snapshots.layer_dir(chain), snapshots.upper_dir("c"), layer))
+    assert stats.left_out == 0
+    top = snapshots.commit("c", stats.diff_id)
+    assert top == chain_ids([*(_diff_id(lay) for lay in LAYERS), stats.diff_id])[-1]
+    assert "c" not in snapshots.keys() and snapshots.has_layer(top)
+    assert not (snapshots.layer_dir(top).parent / "work").exists()
+    unpacks: list[int] = []
+    assert snapshots.ensure_layers([*_openers(LAYERS), (stats.diff_id, lambda: unpacks.append(1))]) == top
+    assert not unpacks
+    assert _tree(mounted(snapshots.prepare("view", top, readonly=True, durable=False), "view")) == expected
+    snapshots.prepare("again", chain)
+    assert snapshots.commit("again", stats.diff_id) == top and "again" not in snapshots.keys()
+    with pytest.raises(ValueError, match="read-only"):
+        snapshots.commit("view", stats.diff_id)
+
+
+def test_a_committed_layer_counts_after_a_crash_only_once_synced(tmp_path: Path, monkeypatch) -> None:
+    """commit skips the syncfs: the layer serves this boot at once; the first durable snapshot on it syncs
+    it; one that no durable snapshot synced is gone after a reboot (with what stands on it)."""
+    snapshots = Snapshotter(tmp_path / "root", mode="overlay")
+    chain = snapshots.ensure_layers(_openers(LAYERS[:1]))
+
+    def committed(key: str, content: bytes) -> str:
+        snapshots.prepare(key, chain, durable=False)
+        (snapshots.upper_dir(key) / "file").write_bytes(content)
+        return snapshots.commit(key, _diff_id(content))  # any digest will do for the index
+
+    synced, unsynced = committed("a", b"synced"), committed("b", b"unsynced")
+    snapshots.prepare("scratch", unsynced, durable=False)
+    snapshots.prepare("container", synced)  # durable: syncs the layer it stands on
+    metadata = json.loads((tmp_path / "root" / "metadata.json").read_text())
+    assert "unsynced_boot" not in metadata["layers"][synced] and "unsynced_boot" in metadata["layers"][unsynced]
+    monkeypatch.setattr(snapshotter_module, "_boot_id", lambda: "another-boot")
+    assert snapshots.has_layer(synced) and not snapshots.has_layer(unsynced)
+    assert set(snapshots.keys()) == {"container"}
+
+
+def test_a_socket_is_left_out_of_the_tar_and_counted(overlay: Snapshotter, mounted) -> None:
+    """What a tar cannot hold is counted, so that a caller does not publish a snapshot that differs from
+    its layer tar (the build then unpacks the tar instead of committing)."""
+    root = mounted(overlay.prepare("s", overlay.ensure_layers(_openers(LAYERS))), "s")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(root / "sock"))
+    Mount.unmount(root)
+    layer = io.BytesIO()
+    stats = diff_upper(overlay.upper_dir("s"), layer, lower=overlay.lower_dirs("s"))
+    assert stats.left_out == 1 and "sock" not in tarfile.open(fileobj=io.BytesIO(layer.getvalue())).getnames()
 
 
 def test_diff_trees_reapplied_on_the_lower_gives_the_copy(tmp_path: Path) -> None:

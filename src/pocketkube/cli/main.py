@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +11,9 @@ from typing import TYPE_CHECKING
 from pocketkube import KUBERNETES_VERSION, __version__
 
 if TYPE_CHECKING:
+    import asyncio
+    import logging
+
     from pocketkube.kubelet.agent import KubeletConfig
 
 DEFAULT_DATA_DIR = Path("/var/lib/pocketkube")
@@ -106,7 +106,7 @@ def _run_kubelet(args: argparse.Namespace) -> int:
     try:
         config = _kubelet_config(args, args.data_dir)
     except ValueError as err:
-        logging.getLogger("pocketkube").error("%s", err)
+        _logger().error("%s", err)
         return 2
     return _until_signalled(lambda stop: run_kubelet(client_config, config, stop))
 
@@ -179,13 +179,13 @@ def _run_agent(args: argparse.Namespace) -> int:
             status_interval=args.status_interval, cluster_cidr=args.cluster_cidr,
             node_cidr_mask=args.node_cidr_mask_size)
     except ValueError as err:
-        logging.getLogger("pocketkube").error("%s", err)
+        _logger().error("%s", err)
         return 2
     try:
         return _until_signalled(lambda stop: run_simulated_agent(args.server, args.token, args.simulate, config,
                                                                  stop, data_dir=args.data_dir))
     except ValueError as err:  # a bad token, or a CA that does not match it
-        logging.getLogger("pocketkube").error("cannot join %s: %s", args.server, err)
+        _logger().error("cannot join %s: %s", args.server, err)
         return 1
 
 
@@ -196,16 +196,25 @@ def _run_real_agent(args: argparse.Namespace) -> int:
     try:
         config = _kubelet_config(args, data_dir)
     except ValueError as err:
-        logging.getLogger("pocketkube").error("%s", err)
+        _logger().error("%s", err)
         return 2
     try:
         return _until_signalled(lambda stop: run_joined_kubelet(args.server, args.token, config, stop))
     except ValueError as err:  # a bad token, or a CA that does not match it
-        logging.getLogger("pocketkube").error("cannot join %s: %s", args.server, err)
+        _logger().error("cannot join %s: %s", args.server, err)
         return 1
 
 
+def _logger() -> logging.Logger:
+    import logging  # not at the top: the engine's exit command starts without it
+
+    return logging.getLogger("pocketkube")
+
+
 def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    import asyncio
+    import signal
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -216,7 +225,7 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     try:
         asyncio.run(main())
     except OSError as err:
-        logging.getLogger("pocketkube").error("cannot start: %s", err)
+        _logger().error("cannot start: %s", err)
         return 1
     return 0
 
@@ -259,8 +268,7 @@ def _engine_parsers(sub: argparse._SubParsersAction) -> None:
     from pocketkube.cli.docker.parser import ENGINE_COMMANDS, REGISTRY_COMMANDS
 
     for name in ENGINE_COMMANDS:
-        if name != "container-cleanup":
-            sub.add_parser(name, help=f"container engine: {name} (like docker {name})", add_help=False)
+        sub.add_parser(name, help=f"container engine: {name} (like docker {name})", add_help=False)
     sub.add_parser("build", help="build an image from a Dockerfile (like docker build)", add_help=False)
     for name in REGISTRY_COMMANDS:
         sub.add_parser(name, help="image registry server" if name == "registry" else
@@ -291,8 +299,21 @@ def _run_engine_command(argv: list[str]) -> int:
     return run_command(args)
 
 
+def _run_container_cleanup(argv: list[str]) -> int:
+    """conmon's exit command (hidden): one process per container exit, so it imports only what it needs."""
+    from pocketkube.engine.exitcleanup import run
+
+    parser = argparse.ArgumentParser(prog="pocketkube container-cleanup")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("container")
+    args = parser.parse_args(argv[1:])
+    return run(args.data_dir, args.container)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["container-cleanup"]:
+        return _run_container_cleanup(argv)
     # kubectl's own flags must pass through untouched, so it is dispatched before argparse sees them.
     if argv[:1] == ["kubectl"]:
         from pocketkube.cli.kubectl import run_kubectl
@@ -327,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
     _engine_parsers(sub)
     args = parser.parse_args(argv)
+    import logging
+
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "server":

@@ -6,6 +6,7 @@ happens under the container's lock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -15,17 +16,22 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 from pocketkube.engine import names
 from pocketkube.engine.runtime.spec import Mount, Resources
-from pocketkube.fsutil import write_atomic
+from pocketkube.fsutil import fsync_dir, write_atomic
 
 # One asyncio lock per (store, container) for the whole process, shared by every Engine instance.
 _TASK_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
+_REMOVED_PREFIX = ".removed-"  # a removed container's files, until they are deleted
+# Polling another process's flock on a container: first retry after 1 ms, then at most every 5 ms.
+_LOCK_POLL_FIRST = 0.001
+_LOCK_POLL_MAX = 0.005
 
 
 class ContainerNotFound(KeyError):
@@ -155,6 +161,11 @@ class Container:
         data.pop("directory")
         return data
 
+    def to_json(self) -> str:
+        """json.dumps(self.to_dict()), without the deep copy asdict makes first (the record is saved several
+        times per container run)."""
+        return json.dumps(self, default=_record_fields)
+
     @classmethod
     def from_dict(cls, data: dict, directory: Path) -> Container:
         data = dict(data)
@@ -163,13 +174,31 @@ class Container:
         return cls(**data, directory=directory)
 
 
+def _record_fields(value: object) -> dict:
+    if isinstance(value, Container):
+        return {name: item for name, item in vars(value).items() if name != "directory"}
+    if is_dataclass(value) and not isinstance(value, type):
+        return vars(value)
+    raise TypeError(f"a container record cannot hold {type(value).__name__} values")
+
+
 class ContainerStore:
+    """The records, plus a name index: `ROOT/.names/<name>` is a symlink to the id holding the name, so that
+    a name is claimed, checked and resolved without reading every record."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        if not self._names.is_dir():
+            self._build_name_index()
+        self._sweep_removed()
 
     def _dir(self, cid: str) -> Path:
         return self.root / cid
+
+    @property
+    def _names(self) -> Path:
+        return self.root / ".names"
 
     @contextmanager
     def _store_lock(self) -> Iterator[None]:
@@ -177,11 +206,24 @@ class ContainerStore:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
+    def _build_name_index(self) -> None:
+        """The index of a store written before it existed (or being created): built once, then published."""
+        with self._store_lock():
+            if self._names.is_dir():
+                return
+            staging = self.root / f".names.{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            for container in self.list():
+                os.symlink(container.id, staging / container.name)
+            os.rename(staging, self._names)
+
     @asynccontextmanager
     async def locked(self, cid: str) -> AsyncIterator[None]:
         """Serializes lifecycle changes of one container: between tasks of this process (an asyncio lock,
         since a second flock from the same process would block its own event loop) and between processes
-        (an flock, polled without blocking the loop)."""
+        (an flock, polled without blocking the loop; the holder is usually another process's short
+        refresh, such as conmon's exit command, so the polls stay frequent)."""
         key = (str(self.root), cid)
         lock = _TASK_LOCKS.setdefault(key, asyncio.Lock())
         async with lock:
@@ -190,14 +232,14 @@ class ContainerStore:
             except FileNotFoundError:
                 raise ContainerNotFound(cid) from None
             with f:
-                delay = 0.001
+                delay = _LOCK_POLL_FIRST
                 while True:
                     try:
                         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
                         await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.05)
+                        delay = min(delay * 2, _LOCK_POLL_MAX)
                 yield
 
     def add(self, make: callable) -> Container:
@@ -205,8 +247,7 @@ class ContainerStore:
         with self._store_lock():
             cid = secrets.token_hex(32)
             directory = self._dir(cid)
-            wanted = ""
-            container = None
+            claimed = ""
             directory.mkdir()
             try:
                 container = make(cid, directory)
@@ -222,37 +263,59 @@ class ContainerStore:
                             f'Conflict. The container name "/{wanted}" is already in use by container "{owner}". '
                             "You have to remove (or rename) that container to be able to reuse that name.")
                 else:
-                    taken = {c.name for c in self.list()}
-                    wanted = names.generate(taken)
+                    wanted = names.generate(lambda name: bool(self._name_owner(name)))
                 container.name = wanted
                 (directory / "lock").touch()
-                self.save(container)
+                self._claim_name(wanted, cid)
+                claimed = wanted
+                self.save(container, durable=True)
+                # the new entries of the store's own directories, which the record's fsync does not cover
+                fsync_dir(self.root)
+                fsync_dir(self._names)
             except BaseException:
+                if claimed:
+                    self._release_name(claimed, cid)
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
             return container
 
     def _name_owner(self, name: str) -> str:
-        for container in self.list():
-            if container.name == name:
-                return container.id
-        return ""
+        """The id of the container holding `name`, or '' (a link whose record is gone, left by a crash, holds
+        nothing)."""
+        try:
+            cid = os.readlink(self._names / name)
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
+        return cid if (self._dir(cid) / "container.json").exists() else ""
 
-    def save(self, container: Container) -> None:
-        write_atomic(container.directory / "container.json", json.dumps(container.to_dict()).encode())
+    def _claim_name(self, name: str, cid: str) -> None:
+        staging = self._names / f".{cid}"
+        os.symlink(cid, staging)
+        os.replace(staging, self._names / name)  # over a stale link, if any (the caller checked the owner)
+
+    def _release_name(self, name: str, cid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(self._names / name) == cid:
+                (self._names / name).unlink()
+
+    def save(self, container: Container, *, durable: bool = False) -> None:
+        """Replaces the record atomically (a kill -9 at any point leaves the old one or the new one).
+        durable=True also survives a machine crash; lifecycle states need not, because a crash takes the
+        container's processes with it and `Engine.recover` then finds them gone anyway."""
+        write_atomic(container.directory / "container.json", container.to_json().encode(), durable=durable)
 
     def load(self, cid: str) -> Container:
         directory = self._dir(cid)
         try:
             with open(directory / "container.json") as f:
                 return Container.from_dict(json.load(f), directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ContainerNotFound(cid) from None
 
     def list(self) -> list[Container]:
         containers = []
         for entry in os.scandir(self.root):
-            if entry.is_dir():
+            if entry.is_dir() and not entry.name.startswith("."):
                 try:
                     containers.append(self.load(entry.name))
                 except (ContainerNotFound, json.JSONDecodeError):
@@ -261,26 +324,44 @@ class ContainerStore:
         return containers
 
     def resolve(self, ref: str) -> Container:
-        """By full id, unique id prefix or name, as Docker resolves container references."""
+        """By full id, name or unique id prefix, as Docker resolves container references."""
         ref = ref.strip()
         if not ref:
             raise ContainerNotFound(ref)
-        if re.fullmatch(r"[0-9a-f]{64}", ref) and self._dir(ref).is_dir():
+        if _FULL_ID.fullmatch(ref) and self._dir(ref).is_dir():
             return self.load(ref)
-        containers = self.list()
         name = ref.lstrip("/")
-        for container in containers:
-            if container.name == name:
-                return container
-        matches = [c for c in containers if c.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
+        owner = self._name_owner(name) if NAME_PATTERN.match(name) else ""
+        if owner:
+            with contextlib.suppress(ContainerNotFound):
+                return self.load(owner)
+        matches = [entry.name for entry in os.scandir(self.root)
+                   if entry.name.startswith(ref) and not entry.name.startswith(".") and entry.is_dir()]
         if len(matches) > 1:
             raise ValueError(f"multiple IDs found with provided prefix: {ref}")
+        if matches:
+            return self.load(matches[0])
         raise ContainerNotFound(ref)
 
     def remove(self, container: Container) -> None:
-        shutil.rmtree(container.directory, ignore_errors=True)
+        shutil.rmtree(self.release(container), ignore_errors=True)
+
+    def release(self, container: Container) -> Path:
+        """Take the container out of the store (its record and name) and return the directory its files
+        were moved to, for the caller to delete when it suits (if its process dies first, the next store
+        opened on this root deletes it)."""
+        removed = self.root / f"{_REMOVED_PREFIX}{os.getpid()}-{container.id}"
+        os.rename(container.directory, removed)
+        self._release_name(container.name, container.id)
+        return removed
+
+    def _sweep_removed(self) -> None:
+        """Deletes what removals by processes that died before finishing left behind."""
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(_REMOVED_PREFIX):
+                pid = entry.name.removeprefix(_REMOVED_PREFIX).partition("-")[0]
+                if not os.path.exists(f"/proc/{pid}"):
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def now() -> float:

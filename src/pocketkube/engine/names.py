@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 _ADJECTIVES = (
     "agile", "bold", "brave", "bright", "calm", "clever", "cool", "crisp", "eager", "fair", "fond", "gentle",
@@ -16,12 +17,12 @@ _SCIENTISTS = (
 )
 
 
-def generate(taken: set[str]) -> str:
-    """A name not in `taken`; a numeric suffix once the plain pairs run out, as Docker does on retry."""
+def generate(in_use: Callable[[str], bool]) -> str:
+    """A name `in_use` says is free; a numeric suffix once the plain pairs run out, as Docker does on retry."""
     for attempt in range(100):
         name = f"{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}"
         if attempt >= 10:
             name += str(random.randint(0, 99))
-        if name not in taken:
+        if not in_use(name):
             return name
     raise RuntimeError("could not find a free container name")

@@ -445,6 +445,14 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(scratch, path)
 
 
+def find_iptables() -> str:
+    """The iptables executable, also where PATH lacks the sbin directories."""
+    tool = shutil.which("iptables", path=_path_with_sbin(os.environ.get("PATH", "")))
+    if tool is None:
+        raise CNIError(None, "iptables is not installed (Debian package iptables)")
+    return tool
+
+
 def _iptables_tools(result: dict[str, Any] | None) -> list[str]:
     """iptables for IPv4, ip6tables for IPv6 addresses of the attachment (both when the result is unknown)."""
     if result is None:

@@ -23,7 +23,6 @@ from pocketkube.cli.docker import inspect as views
 from pocketkube.cli.docker.changes import ChangeError, apply_changes
 from pocketkube.cli.docker.options import OptionError, build_config, parse_env
 from pocketkube.cli.docker.stdio import pump
-from pocketkube.engine.build.cache import referenced_blobs
 from pocketkube.engine.containers import (
     Container,
     ContainerConfig,
@@ -32,7 +31,6 @@ from pocketkube.engine.containers import (
     NameConflict,
 )
 from pocketkube.engine.engine import Engine, EngineError
-from pocketkube.engine.images import archive
 from pocketkube.engine.images.reference import InvalidReference
 from pocketkube.engine.images.store import ImageNotFound
 from pocketkube.engine.logs import follow, log_size, parse_time, read_log, select
@@ -191,12 +189,6 @@ async def remove(engine: Engine, args: argparse.Namespace) -> int:
 @handler("wait")
 async def wait(engine: Engine, args: argparse.Namespace) -> int:
     return await _each(args.containers, engine.wait, lambda _, container: container.state.exit_code)
-
-
-@handler("container-cleanup")
-async def container_cleanup(engine: Engine, args: argparse.Namespace) -> int:
-    await engine.cleanup_exited(args.container)
-    return 0
 
 
 def _matches(container: Container, filters: list[str]) -> bool:
@@ -606,6 +598,8 @@ async def history(engine: Engine, args: argparse.Namespace) -> int:
 
 @handler("save")
 async def save(engine: Engine, args: argparse.Namespace) -> int:
+    from pocketkube.engine.images import archive  # only the archive commands need it: `run` starts faster
+
     if args.output:
         await asyncio.to_thread(archive.save, engine.images, args.images, Path(args.output), format=args.format)
         return 0
@@ -620,6 +614,8 @@ async def load(engine: Engine, args: argparse.Namespace) -> int:
     source = Path(args.input) if args.input else sys.stdin.buffer
     if not args.input and sys.stdin.isatty():
         raise OptionError("requested load from stdin, but stdin is empty")
+    from pocketkube.engine.images import archive
+
     lines = await asyncio.to_thread(archive.load, engine.images, source)
     if not args.quiet:
         for line in lines:
@@ -632,6 +628,8 @@ async def import_(engine: Engine, args: argparse.Namespace) -> int:
     changes = apply_changes(args.change)
     os_name, _, arch = args.platform.partition("/")
     source = sys.stdin.buffer if args.file == "-" else Path(args.file)
+    from pocketkube.engine.images import archive
+
     image = await asyncio.to_thread(archive.import_rootfs, engine.images, source, args.reference,
                                     changes=changes, message=args.message, platform=(os_name, arch or "amd64"))
     print(image.id)
@@ -678,6 +676,8 @@ async def image(engine: Engine, args: argparse.Namespace) -> int:
 def _collect_blobs(engine: Engine) -> None:
     """Deletes blobs no image needs, keeping the build cache's layers (the builder writes a blob and its
     cache record under the same lock, so none is taken in between)."""
+    from pocketkube.engine.build.cache import referenced_blobs
+
     with engine.images.locked():
         engine.images.gc(keep_blobs=referenced_blobs(engine.data_dir))
 

@@ -216,11 +216,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     prune.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just dangling ones")
     prune.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
 
-    p = sub.add_parser("container-cleanup", help=argparse.SUPPRESS)
-    p.set_defaults(engine_command="container-cleanup")
-    _data_dir(p)
-    p.add_argument("container")
-
 
 def _images_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all images")
@@ -283,7 +278,7 @@ def _tag_options(p: argparse.ArgumentParser) -> None:
 
 ENGINE_COMMANDS = ("run", "create", "ps", "logs", "stop", "restart", "kill", "start", "rm", "exec", "inspect", "top",
                    "stats", "cp", "wait", "images", "rmi", "tag", "history", "save", "load", "import", "image",
-                   "system", "container-cleanup")
+                   "system")
 
 # Served by cli/registry.py.
 REGISTRY_COMMANDS = ("registry", "push", "pull", "login", "logout")

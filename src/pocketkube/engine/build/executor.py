@@ -396,6 +396,8 @@ class Builder:
         return LayerSlot(stats.diff_id, storing=self._in_background(in_thread(self._store, tar, key, created)))
 
     def _diff(self, sandbox: Sandbox, stub_parents: list[str]) -> tuple[LayerStats, Path] | None:
+        """The step's layer tar; the sandbox itself becomes that layer in the snapshotter (no unpack of the
+        tar for the next step), unless it holds what a tar cannot (then the next step unpacks the tar)."""
         sandbox.unmount()
         sandbox.drop_unchanged(stub_parents)
         tar = self.workspace.directory / f"{sandbox.key}.tar"
@@ -403,6 +405,8 @@ class Builder:
         if stats is None:
             tar.unlink()
             return None
+        if not stats.left_out:
+            sandbox.commit(stats.diff_id)
         return stats, tar
 
     def _store(self, tar: Path, key: str, created: str) -> Layer:

@@ -21,7 +21,7 @@ class NetworkPool:
             if self._free:
                 return self._free.pop()
             name = f"{self.prefix}-net{len(self._all) + 1}"
-            attachment = await self.network.attach(name, [], connect=True)
+            attachment = await self.network.attach(name, [])
             self._all.append((name, attachment))
             return name, attachment
 

@@ -8,6 +8,7 @@ progress."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import re
@@ -39,7 +40,14 @@ class Sandbox:
     def mount(self) -> None:
         self.rootfs.mkdir(parents=True, exist_ok=True)
         for mount in self.snapshots.mounts(self.key):
-            mount.mount(self.rootfs)
+            if mount.type == "overlay":
+                _mount_volatile(mount, self.rootfs)
+            else:
+                mount.mount(self.rootfs)
+
+    def commit(self, diff_id: str) -> None:
+        """Make the (unmounted) snapshot the layer ``diff_id`` of the snapshotter, in place."""
+        self.snapshots.commit(self.key, diff_id)
 
     def unmount(self) -> None:
         # not os.path.ismount: it cannot see a bind mount of a directory of the same filesystem
@@ -135,7 +143,7 @@ class Workspace:
         name = self.new_name()
         sandbox = Sandbox(self.snapshots, f"build-{name}", self.new_dir(name))
         try:
-            self.snapshots.prepare(sandbox.key, chain)
+            self.snapshots.prepare(sandbox.key, chain, durable=False)
             sandbox.mount()
         except BaseException:
             sandbox.close()
@@ -155,7 +163,7 @@ class Workspace:
         directory = self.new_dir(name)
         key = f"build-{name}"
         try:
-            self.snapshots.prepare(key, chain, readonly=True)
+            self.snapshots.prepare(key, chain, readonly=True, durable=False)
             mountpoint = directory / "rootfs"
             mountpoint.mkdir()
             for mount in self.snapshots.mounts(key):
@@ -172,6 +180,19 @@ class Workspace:
     def close(self) -> None:
         unmount_below(self.directory)  # never let rmtree walk into something still mounted
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _mount_volatile(mount: Mount, target: Path) -> None:
+    """A sandbox's overlay with `volatile` where the kernel has it (5.10+): overlay then skips the sync of
+    the whole upper filesystem on unmount, a wait for every other writer's dirty data. A sandbox needs no
+    durability of its own: its layer is written out as a tar, and what it commits is synced once a container
+    stands on it (Snapshotter.prepare)."""
+    try:
+        Mount(mount.type, mount.source, [*mount.options, "volatile"]).mount(target)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        mount.mount(target)
 
 
 def _lower_stat(lowers: list[Path], relative: str) -> os.stat_result | None:

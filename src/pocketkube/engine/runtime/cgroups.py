@@ -469,6 +469,11 @@ def _rmdir_tree(path: str, directory: Path, deadline: float, timeout: float) -> 
                 time.sleep(_POLL)
 
 
+def exists(path: str) -> bool:
+    """Whether the cgroup exists in any hierarchy (a few stats: cheap enough to skip a worker thread)."""
+    return any(directory.is_dir() for _, directory in _directories(path))
+
+
 def remove(path: str, *, kill: bool = False, timeout: float = 5.0) -> None:
     """Removes the cgroup and all below it from every hierarchy; missing ones are fine. With kill=True its
     processes are SIGKILLed first; otherwise they must already be gone (waited for up to `timeout`)."""

@@ -16,16 +16,20 @@ import ctypes
 import json
 import os
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube.engine.runtime import mountns
 from pocketkube.engine.runtime.oci import OCIRuntime, OCIRuntimeError
 
 # inotify(7) constants (linux/inotify.h); the stdlib has no binding.
 _IN_CLOSE_WRITE = 0x00000008
 _IN_MOVED_TO = 0x00000080
+_IN_Q_OVERFLOW = 0x00004000
 _IN_NONBLOCK = os.O_NONBLOCK
+_INOTIFY_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
 _IN_CLOEXEC = os.O_CLOEXEC
 _MONITOR_FILES = ("attach", "ctl", "winsz")  # what conmon leaves in the bundle, reached through the symlink
 
@@ -60,7 +64,14 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
     cleanup(paths, cid)  # an earlier run's exit file must not answer for this one
     for directory in (paths.exit_dir, persist, paths.socket_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    global_options = runtime.command()
+    # Where the runtime must not see a mount (crun on a hybrid host), conmon itself starts without it, so
+    # that it runs the runtime directly rather than through the wrapper script. Its exit command then has to
+    # re-enter the host's mount namespace; where that cannot be named, the wrapper it is.
+    reentry = mountns.host_reentry() if runtime.hidden_mount is not None and exit_command else []
+    start_without = runtime.hidden_mount if reentry is not None else None
+    global_options = runtime.command(mount_hidden=start_without is not None)
+    if exit_command and reentry:
+        exit_command = [*reentry, *exit_command]
     argv = [conmon, "--api-version", "1", "--cid", cid, "--cuuid", cid,
             "--runtime", global_options[0],
             *(arg for option in global_options[1:] for arg in ("--runtime-arg", option)),
@@ -69,7 +80,10 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
             "--bundle", str(bundle), "--container-pidfile", str(pidfile or persist / "pid"),
             "--conmon-pidfile", str(persist / "conmon.pid"), "--log-path", f"k8s-file:{log_path}",
             "--exit-dir", str(paths.exit_dir), "--persist-dir", str(persist),
-            "--socket-dir-path", str(paths.socket_dir)]
+            "--socket-dir-path", str(paths.socket_dir),
+            # The log is fsynced only against a machine crash, which the container does not survive either;
+            # skipping it takes a disk flush off the way from the container's exit to its exit file.
+            "--no-sync-log"]
     if terminal:
         argv.append("--terminal")
     if stdin:
@@ -83,11 +97,15 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
 
     # conmon reports through the sync pipe: {"data": pid} once created, or {"data": -1, "message": error}.
     read_fd, write_fd = os.pipe()
+    options = dict(env={**os.environ, "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,),
+                   cwd=persist,  # conmon also drops its "oom" marker into its working directory
+                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process: asyncio.subprocess.Process | subprocess.Popen
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv, env={**os.environ, "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,),
-            cwd=persist,  # conmon also drops its "oom" marker into its working directory
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if start_without is not None:
+            process = mountns.spawn_without_mount(start_without, argv, **options)
+        else:
+            process = await asyncio.create_subprocess_exec(*argv, **options)
     except FileNotFoundError:
         os.close(read_fd)
         raise OCIRuntimeError(f"{conmon} not found: install the Debian package conmon") from None
@@ -98,7 +116,10 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
         os.close(write_fd)
     report = await _read_line(read_fd)
     # The first conmon exits right after forking the monitor, which drops its stdio before creating.
-    output, _ = await process.communicate()
+    if isinstance(process, subprocess.Popen):
+        output, _ = await asyncio.to_thread(process.communicate)
+    else:
+        output, _ = await process.communicate()
     try:
         message = json.loads(report)
     except ValueError:
@@ -159,8 +180,9 @@ async def wait_exit(paths: MonitorPaths, cid: str, timeout: float | None = None)
     """The exit code, once the container has exited. Sleeps on inotify (exit dir) and a pidfd (the monitor)
     instead of polling; raises TimeoutError after `timeout` seconds and MonitorGone if the monitor ends or
     is missing without an exit code."""
+    paths.exit_dir.mkdir(parents=True, exist_ok=True)  # watched even if no monitor has written there yet
     async with asyncio.timeout(timeout):
-        with _ExitWatch(paths.exit_dir) as watch:
+        with _ExitWatch(paths.exit_dir, cid) as watch:
             pid = monitor_pid(paths, cid)
             monitored = pid is not None and watch.watch_monitor(pid)
             while True:
@@ -173,21 +195,14 @@ async def wait_exit(paths: MonitorPaths, cid: str, timeout: float | None = None)
 
 
 class _ExitWatch:
-    """Wakes a waiter when a file lands in the exit dir (inotify) or when the monitor process ends (pidfd)."""
+    """Wakes a waiter when its container's exit file lands in the exit dir or when its monitor process ends
+    (a pidfd)."""
 
-    _libc = ctypes.CDLL(None, use_errno=True)
-
-    def __init__(self, exit_dir: Path) -> None:
+    def __init__(self, exit_dir: Path, cid: str) -> None:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
-        self._inotify = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if self._inotify < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        if self._libc.inotify_add_watch(self._inotify, bytes(exit_dir), _IN_CLOSE_WRITE | _IN_MOVED_TO) < 0:
-            errno = ctypes.get_errno()
-            os.close(self._inotify)
-            raise OSError(errno, f"cannot watch {exit_dir}")
-        self._loop.add_reader(self._inotify, self._drain_inotify)
+        self._cid = cid
+        self._directory = _ExitDirWatch.subscribe(self._loop, exit_dir, cid, self._event)
         self._pidfd: int | None = None
         self.monitor_ended = False
 
@@ -199,12 +214,6 @@ class _ExitWatch:
             return False
         self._loop.add_reader(self._pidfd, self._monitor_ended)
         return True
-
-    def _drain_inotify(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._inotify, 4096):
-                pass
-        self._event.set()
 
     def _monitor_ended(self) -> None:
         self.monitor_ended = True
@@ -218,13 +227,70 @@ class _ExitWatch:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._loop.remove_reader(self._inotify)
-        # Closing an inotify instance waits for an SRCU grace period (measured: up to 15 ms here); that
-        # wait must neither delay the caller nor stall the event loop.
-        self._loop.run_in_executor(None, os.close, self._inotify)
+        self._directory.unsubscribe(self._cid, self._event)
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
+
+
+class _ExitDirWatch:
+    """One inotify instance per event loop and exit dir, shared by all the waiters on it: Linux allows 128
+    instances per user by default, and a node runs more containers than that, each with a waiter."""
+
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _shared: dict[tuple[int, Path], _ExitDirWatch] = {}  # (id of the loop, exit dir); gone with its last waiter
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, exit_dir: Path) -> None:
+        self._loop = loop
+        self._key = (id(loop), exit_dir)
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed (fs.inotify.max_user_instances reached?)")
+        if self._libc.inotify_add_watch(self._fd, bytes(exit_dir), _IN_CLOSE_WRITE | _IN_MOVED_TO) < 0:
+            errno = ctypes.get_errno()
+            os.close(self._fd)
+            raise OSError(errno, f"cannot watch {exit_dir}")
+        loop.add_reader(self._fd, self._read_events)
+
+    @classmethod
+    def subscribe(cls, loop: asyncio.AbstractEventLoop, exit_dir: Path, cid: str, event: asyncio.Event
+                  ) -> _ExitDirWatch:
+        watch = cls._shared.get((id(loop), exit_dir))
+        if watch is None:
+            watch = cls._shared[(id(loop), exit_dir)] = cls(loop, exit_dir)
+        watch._waiters.setdefault(cid, set()).add(event)
+        return watch
+
+    def unsubscribe(self, cid: str, event: asyncio.Event) -> None:
+        events = self._waiters.get(cid, set())
+        events.discard(event)
+        if not events:
+            self._waiters.pop(cid, None)
+        if not self._waiters:
+            del self._shared[self._key]
+            self._loop.remove_reader(self._fd)
+            # Closing an inotify instance waits for an SRCU grace period (measured: up to 15 ms here); that
+            # wait must neither delay the caller nor stall the event loop.
+            self._loop.run_in_executor(None, os.close, self._fd)
+
+    def _read_events(self) -> None:
+        """Wakes the waiters of the files named in the events; all of them if the kernel's queue overflowed."""
+        names: set[str] = set()
+        overflowed = False
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._fd, 65536):
+                offset = 0
+                while offset + _INOTIFY_EVENT.size <= len(data):
+                    _, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
+                    start = offset + _INOTIFY_EVENT.size
+                    names.add(data[start:start + length].rstrip(b"\0").decode(errors="replace"))
+                    overflowed |= bool(mask & _IN_Q_OVERFLOW)
+                    offset = start + length
+        for cid, events in self._waiters.items():
+            if overflowed or cid in names:
+                for event in events:
+                    event.set()
 
 
 def cleanup(paths: MonitorPaths, cid: str) -> None:

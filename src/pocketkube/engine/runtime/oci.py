@@ -22,7 +22,9 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube.engine.runtime import mountns
 from pocketkube.engine.runtime.console import ConsoleSocket
+from pocketkube.engine.runtime.sealed import sealed_copy
 
 # The order "auto" tries them. crun is faster here: create+start+exit through conmon ~29 ms vs ~47 ms for
 # runc, an exec ~13 ms vs ~33 ms, a state query ~4 ms vs ~7 ms.
@@ -30,6 +32,9 @@ RUNTIMES = ("crun", "runc")
 # Subcommands that set up the cgroups of a new container. On a cgroup v1/v2 hybrid host crun refuses only
 # these (measured: start, exec, kill, state, list, pause, resume, update and delete work without the wrapper).
 CGROUP_SETUP_SUBCOMMANDS = frozenset({"create", "run"})
+# Runtimes that copy themselves on every call unless started from a sealed copy (sealed.py); runc 1.1 does so
+# only for its `init`, where measured runs gained nothing, so it keeps its installed binary.
+SELF_COPYING_RUNTIMES = frozenset({"crun"})
 DEFAULT_CONSOLE_SIZE = (24, 80)  # rows, cols: what a terminal session starts with unless the process says
 _ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
 _LOG_READ_LIMIT = 64 * 1024
@@ -65,39 +70,40 @@ def runtime_error_text(output: bytes | str) -> str:
 
 @dataclass
 class OCIRuntime:
-    name: str                   # "runc" | "crun"
-    binary: str                 # absolute path of the runtime itself
-    state_root: Path            # its --root
-    wrapper: str | None = None  # crun on a hybrid host: runs crun where the cgroup2 mount is hidden
+    name: str                        # "runc" | "crun"
+    binary: str                      # what to execute: the runtime, or a sealed copy of it (sealed.py)
+    state_root: Path                 # its --root
+    wrapper: str | None = None       # crun on a hybrid host: runs crun where the cgroup2 mount is hidden
+    hidden_mount: str | None = None  # the mount the wrapper hides (cgroup2 on a hybrid host)
 
-    @property
-    def executable(self) -> str:
-        """One executable valid for every subcommand: what conmon's -r gets."""
-        return self.wrapper or self.binary
-
-    def command(self, subcommand: str | None = None) -> list[str]:
-        """The argv prefix (executable and global options) for `subcommand`; without a subcommand, a
-        prefix valid for all of them. The wrapper costs ~5 ms, so only the subcommands that need it use it."""
-        needs_wrapper = subcommand is None or subcommand in CGROUP_SETUP_SUBCOMMANDS
-        executable = self.executable if needs_wrapper else self.binary
-        return [executable, "--root", str(self.state_root), "--log-format", "json"]
+    def command(self, subcommand: str | None = None, *, mount_hidden: bool = False) -> list[str]:
+        """The argv prefix (executable(s) and global options) for `subcommand`; without a subcommand, a
+        prefix valid for all of them (what conmon's --runtime and --runtime-arg get). The wrapper costs ~5 ms,
+        so only the subcommands that need it use it, and not at all for a caller that runs the command where
+        `hidden_mount` is already gone (mount_hidden=True; see mountns.py)."""
+        needs_wrapper = self.wrapper is not None and not mount_hidden and (
+            subcommand is None or subcommand in CGROUP_SETUP_SUBCOMMANDS)
+        executables = [self.wrapper, self.binary] if needs_wrapper else [self.binary]
+        return [*executables, "--root", str(self.state_root), "--log-format", "json"]
 
     @classmethod
     def detect(cls, state_root: Path, preferred: str = "auto") -> OCIRuntime:
         """The runtime to use, looked up on PATH; its --root becomes `state_root/<name>`. "auto" takes crun
-        when it works here and runc otherwise."""
+        when it works here and runc otherwise. crun runs from a sealed copy (see sealed.py) when this kernel
+        lets it; a probe (`list`) checks the command line once."""
         if preferred not in ("auto", *RUNTIMES):
             raise ValueError(f"unknown OCI runtime {preferred!r}: choose auto, crun or runc")
         problems = []
         for name in RUNTIMES if preferred == "auto" else (preferred,):
-            binary = shutil.which(name)
-            if binary is None:
+            installed = shutil.which(name)
+            if installed is None:
                 problems.append(f"{name} is not installed (install the Debian package {name})")
                 continue
-            runtime = cls(name, binary, state_root / name)
+            runtime = cls(name, installed, state_root / name)
             runtime.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
-                runtime.wrapper = _crun_wrapper_if_needed(runtime)
+                runtime.wrapper, runtime.hidden_mount = _crun_wrapper_if_needed(runtime)
+                runtime.binary = _fastest_working_binary(runtime, installed)
             except OCIRuntimeError as err:
                 problems.append(str(err))
                 continue
@@ -172,10 +178,15 @@ class OCIRuntime:
         executable) raises OCIRuntimeError, told apart from the process's own failure by the runtime's log."""
         log = os.memfd_create("runtime-log", os.MFD_CLOEXEC)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self.command("run"), "--log", f"/proc/self/fd/{log}", "run", "--bundle", str(bundle), cid,
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, pass_fds=(log,))
-            code = await process.wait()
+            options = dict(stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, pass_fds=(log,))
+            arguments = ["--log", f"/proc/self/fd/{log}", "run", "--bundle", str(bundle), cid]
+            if self.hidden_mount is not None:  # started where the mount is gone already: no wrapper
+                child = mountns.spawn_without_mount(
+                    self.hidden_mount, [*self.command("run", mount_hidden=True), *arguments], **options)
+                code = await mountns.wait(child)
+            else:
+                process = await asyncio.create_subprocess_exec(*self.command("run"), *arguments, **options)
+                code = await process.wait()
             error = runtime_error_text(os.pread(log, _LOG_READ_LIMIT, 0))
         finally:
             os.close(log)
@@ -408,15 +419,16 @@ def _hybrid_cgroup2_mount(mountinfo: Path = Path("/proc/self/mountinfo")) -> str
     return next((point for point, fstype in fstypes.items() if fstype == "cgroup2"), None)
 
 
-def _crun_wrapper_if_needed(runtime: OCIRuntime) -> str | None:
+def _crun_wrapper_if_needed(runtime: OCIRuntime) -> tuple[str | None, str | None]:
     """crun refuses to create containers on a hybrid host ("cgroups in hybrid mode not supported"). It
     works in a private mount namespace where the cgroup2 mount is gone; conmon's -r takes one executable,
-    so that step lives in a tiny script beside the state root. Probed once with `list`."""
+    so that step lives in a tiny script beside the state root, given the runtime to run as its first
+    argument. Returns the script and the mount it hides (None, None where nothing needs hiding)."""
     if runtime.name != "crun":
-        return None
+        return None, None
     cgroup2 = _hybrid_cgroup2_mount()
     if cgroup2 is None:
-        return None
+        return None, None
     unshare, umount = shutil.which("unshare"), shutil.which("umount")
     if unshare is None or umount is None:
         raise OCIRuntimeError("crun on this cgroup hybrid host needs unshare and umount (Debian packages "
@@ -424,18 +436,31 @@ def _crun_wrapper_if_needed(runtime: OCIRuntime) -> str | None:
     inner = f'{shlex.quote(umount)} {shlex.quote(cgroup2)} && exec "$0" "$@"'
     script = ("#!/bin/sh\n"
               "# Written by pocketkube: crun refuses cgroup v1/v2 hybrid hosts, so hide the cgroup2 mount\n"
-              "# in a private mount namespace first.\n"
-              f"exec {shlex.quote(unshare)} --mount --propagation private /bin/sh -c {shlex.quote(inner)} "
-              f'{shlex.quote(runtime.binary)} "$@"\n')
+              "# in a private mount namespace first. Usage: crun-hybrid RUNTIME [ARG...]\n"
+              f'exec {shlex.quote(unshare)} --mount --propagation private /bin/sh -c {shlex.quote(inner)} "$@"\n')
     path = runtime.state_root.parent / "crun-hybrid"
     if not path.exists() or path.read_text() != script:
         staging = path.with_name(f".{path.name}.{os.getpid()}")
         staging.write_text(script)
         staging.chmod(0o755)
         staging.replace(path)
-    probe = subprocess.run([str(path), "--root", str(runtime.state_root), "list", "--quiet"],
-                           stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    if probe.returncode != 0:
-        raise OCIRuntimeError(f"crun does not work on this cgroup hybrid host even with {cgroup2} hidden: "
-                              f"{runtime_error_text(probe.stderr) or probe.returncode}")
-    return str(path)
+    return str(path), cgroup2
+
+
+def _fastest_working_binary(runtime: OCIRuntime, installed: str) -> str:
+    """crun's sealed copy if it runs here (a kernel may forbid executing memfds), else the installed
+    binary; raises OCIRuntimeError when the runtime does not work at all."""
+    candidates = [installed]
+    if runtime.name in SELF_COPYING_RUNTIMES:
+        with contextlib.suppress(OSError):
+            candidates.insert(0, sealed_copy(installed))
+    failure = b""
+    for binary in candidates:
+        runtime.binary = binary
+        probe = subprocess.run([*runtime.command(), "list", "--quiet"], stdin=subprocess.DEVNULL,
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            return binary
+        failure = probe.stderr or str(probe.returncode).encode()
+    where = f" even with {runtime.hidden_mount} hidden" if runtime.hidden_mount else ""
+    raise OCIRuntimeError(f"{runtime.name} does not work on this host{where}: {runtime_error_text(failure)}")

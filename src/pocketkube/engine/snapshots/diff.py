@@ -76,8 +76,8 @@ class _HashingWriter:
         self._dest.write(data)
         return len(data)
 
-    def stats(self) -> LayerStats:
-        return LayerStats(diff_id=f"sha256:{self._sha.hexdigest()}", size=self.size)
+    def stats(self, left_out: int) -> LayerStats:
+        return LayerStats(diff_id=f"sha256:{self._sha.hexdigest()}", size=self.size, left_out=left_out)
 
 
 class _LayerWriter:
@@ -89,6 +89,7 @@ class _LayerWriter:
             fileobj=self._sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_TAR_BUFSIZE
         )
         self._first_names: dict[tuple[int, int], str] = {}
+        self._left_out = 0
 
     def __enter__(self) -> _LayerWriter:
         return self
@@ -98,11 +99,12 @@ class _LayerWriter:
             self._tar.close()
 
     def stats(self) -> LayerStats:
-        return self._sink.stats()
+        return self._sink.stats(self._left_out)
 
     def add(self, path: str, name: str, st: os.stat_result) -> None:
         info = _tar_info(path, name, st)
         if info is None:
+            self._left_out += 1
             return
         if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
             first = self._first_names.setdefault((st.st_dev, st.st_ino), name)

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +68,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # changes outside its upper dir (which diff_upper reads), and index would tie an upper dir to its lowers.
 _OVERLAY_DEFAULTS = ["index=off", "redirect_dir=off", "metacopy=off"]
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_UNSYNCED = "unsynced_boot"  # a layer entry's key: the boot it was committed in without a sync
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -95,13 +97,15 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     """The OCI chain ID of each layer, bottom first: diff_id0, then sha256("<chain below> <diff_id>")."""
     chains: list[str] = []
     for diff_id in diff_ids:
-        if not _DIGEST.fullmatch(diff_id):
-            raise ValueError(f"layer diff_id {diff_id!r} is not a sha256 digest")
-        if chains:
-            chains.append("sha256:" + hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest())
-        else:
-            chains.append(diff_id)
+        chains.append(next_chain_id(chains[-1] if chains else None, diff_id))
     return chains
+
+
+def next_chain_id(parent: str | None, diff_id: str) -> str:
+    """The chain ID of layer ``diff_id`` on top of the chain ``parent`` (None: the bottom layer)."""
+    if not _DIGEST.fullmatch(diff_id):
+        raise ValueError(f"layer diff_id {diff_id!r} is not a sha256 digest")
+    return diff_id if parent is None else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
 
 
 @dataclass
@@ -141,14 +145,12 @@ class Mount:
     def is_mounted(target: Path) -> bool:
         """Whether something is mounted at `target` (os.path.ismount misses a bind mount of a directory
         on the same filesystem, which is what copy mode mounts)."""
-        wanted = os.path.realpath(target)
+        # mountinfo escapes space, tab, newline and backslash in paths: escape ours instead of every line's
+        wanted = os.fsencode(os.path.realpath(target))
+        for char in b"\\ \t\n":
+            wanted = wanted.replace(bytes([char]), b"\\%03o" % char)
         with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                mount_point = line.split(b" ", 5)[4]
-                decoded = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mount_point)
-                if os.fsdecode(decoded) == wanted:
-                    return True
-        return False
+            return any(line.split(b" ", 5)[4] == wanted for line in f)
 
     @staticmethod
     def unmount(target: Path) -> None:
@@ -209,6 +211,20 @@ class _Index:
             top = self.layers[top]["parent"]
         return chain
 
+    def drop_unsynced(self, boot: str) -> None:
+        """Layers committed without a sync (Snapshotter.commit) in an earlier boot may have lost data in the
+        crash that ended it: they count as absent, with what stands on them; their dirs are gc's leftovers."""
+        stale = {chain for chain, layer in self.layers.items() if layer.get(_UNSYNCED) not in (None, boot)}
+        while True:
+            children = {chain for chain, layer in self.layers.items() if layer["parent"] in stale} - stale
+            if not children:
+                break
+            stale |= children
+        for chain in stale:
+            del self.layers[chain]
+        for key in [key for key, snapshot in self.snapshots.items() if snapshot["parent"] in stale]:
+            del self.snapshots[key]
+
     def in_use(self) -> set[str]:
         """Chains that snapshots stand on, with every layer below them."""
         used: set[str] = set()
@@ -232,15 +248,16 @@ class Snapshotter:
             directory.mkdir(parents=True, exist_ok=True)
         # unpacked layers hold setuid binaries: keep unprivileged users out of them
         os.chmod(self.root, 0o700)
-        with self._index(write=True) as index:
-            if index.mode is not None and (index.layers or index.snapshots):
-                if mode not in ("auto", index.mode):
-                    raise ValueError(
-                        f"{self.root} holds {index.mode} snapshots; it cannot be used in {mode} mode"
-                    )
-            else:
-                index.mode = mode if mode != "auto" else ("overlay" if self._overlay_works() else "copy")
-            self.mode: str = index.mode
+        with self._index() as index:
+            settled = index.mode is not None and (index.layers or index.snapshots or mode in ("auto", index.mode))
+            self.mode: str = index.mode if settled else ""
+        if not settled:  # the first use, or a mode change while empty: worth a write (and the overlay probe)
+            with self._index(write=True) as index:
+                if index.mode is None or not (index.layers or index.snapshots):
+                    index.mode = mode if mode != "auto" else ("overlay" if self._overlay_works() else "copy")
+                self.mode = index.mode
+        if mode not in ("auto", self.mode):
+            raise ValueError(f"{self.root} holds {self.mode} snapshots; it cannot be used in {mode} mode")
 
     # --- layers ----------------------------------------------------------------------------------
 
@@ -302,11 +319,18 @@ class Snapshotter:
 
     # --- snapshots -------------------------------------------------------------------------------
 
-    def prepare(self, key: str, parent_chain: str | None, *, readonly: bool = False) -> list[Mount]:
-        """Create the snapshot ``key`` over the layer chain ``parent_chain`` (None: an empty rootfs)."""
+    def prepare(self, key: str, parent_chain: str | None, *, readonly: bool = False,
+                durable: bool = True) -> list[Mount]:
+        """Create the snapshot ``key`` over the layer chain ``parent_chain`` (None: an empty rootfs).
+        A durable snapshot (a container's) first syncs the layers below it that commit left unsynced;
+        durable=False is for scratch snapshots that a crash may take (a build's)."""
         with self._index() as index:
             self._check_new_snapshot(index, key, parent_chain)
             source = self._fs_dir(index.layers[parent_chain]["id"]) if parent_chain is not None else None
+            unsynced = [chain for chain in index.chain(parent_chain) if _UNSYNCED in index.layers[chain]] \
+                if durable else []
+        if unsynced:
+            _syncfs(self.root)  # before the index says they are synced (below)
         work = self._new_tmp_dir()
         try:
             if self.mode == "copy" and source is not None:
@@ -320,6 +344,8 @@ class Snapshotter:
                 number = self._allocate(index)
                 os.rename(work, self._snapshot_dir(number))
                 index.snapshots[key] = {"id": number, "parent": parent_chain, "readonly": readonly}
+                for chain in unsynced:
+                    index.layers[chain].pop(_UNSYNCED, None)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -358,11 +384,44 @@ class Snapshotter:
 
     def remove(self, key: str) -> None:
         """Remove the snapshot's own files (unmount it first); the image layers stay."""
+        shutil.rmtree(self.release(key))
+
+    def release(self, key: str) -> Path:
+        """Remove the snapshot from the index and return the directory its files were moved to, for the
+        caller to delete when it suits (a process that dies first leaves it to gc)."""
         with self._index(write=True) as index:
             snapshot = self._snapshot(index, key)
             del index.snapshots[key]
-            trash = self._to_trash(snapshot["id"])
-        shutil.rmtree(trash)
+            return self._to_trash(snapshot["id"])
+
+    def commit(self, key: str, diff_id: str) -> str:
+        """Turn the writable snapshot ``key`` (unmounted) into the layer ``diff_id`` on its parent chain, the
+        way Docker's overlay2 commits a container: its upper dir (copy mode: its whole tree) already is what
+        unpacking that layer's tar would produce, so it is published in place of an unpack. Returns the new
+        chain ID. When that chain is unpacked already, the snapshot is just removed. The layer's files are
+        not synced here (see prepare)."""
+        with self._index() as index:
+            snapshot = self._snapshot(index, key)
+            parent = snapshot["parent"]
+            directory = self._snapshot_dir(snapshot["id"])
+        if snapshot["readonly"]:
+            raise ValueError(f"snapshot {key!r} is read-only: there is nothing to commit")
+        chain = next_chain_id(parent, diff_id)
+        shutil.rmtree(directory / "work", ignore_errors=True)  # overlay's scratch dir is no part of a layer
+        with self._index(write=True) as index:
+            snapshot = self._snapshot(index, key)
+            del index.snapshots[key]
+            if chain in index.layers or (parent is not None and parent not in index.layers):
+                trash = self._to_trash(snapshot["id"])
+            else:
+                # Not synced (a syncfs waits for every writer of the filesystem): usable at once in this boot,
+                # synced by the first durable snapshot that stands on it, dropped after a crash otherwise.
+                index.layers[chain] = {"id": snapshot["id"], "parent": parent, "diff_id": diff_id,
+                                       _UNSYNCED: _boot_id()}
+                trash = None
+        if trash is not None:
+            shutil.rmtree(trash)
+        return chain
 
     def keys(self) -> list[str]:
         with self._index() as index:
@@ -428,6 +487,7 @@ class Snapshotter:
             fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             path = self.root / "metadata.json"
             index = _Index(**json.loads(path.read_text())) if path.exists() else _Index()
+            index.drop_unsynced(_boot_id())
             yield index
             if write:
                 write_atomic(path, json.dumps(index.__dict__, indent=1, sort_keys=True).encode())
@@ -536,6 +596,11 @@ class Snapshotter:
             return False
         finally:
             shutil.rmtree(probe, ignore_errors=True)
+
+
+@functools.cache
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def _syncfs(path: Path) -> None:

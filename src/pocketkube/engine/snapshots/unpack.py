@@ -55,6 +55,7 @@ class UnsafeLayer(ValueError):
 class LayerStats:
     diff_id: str  # "sha256:<hex>" of the uncompressed tar stream
     size: int  # bytes in the uncompressed tar stream
+    left_out: int = 0  # entries a tar cannot hold (sockets), when the tar was written from a directory
 
 
 def apply_layer(source: BinaryIO, dest: Path, *, overlay: bool) -> LayerStats:
