@@ -115,9 +115,12 @@ class Client:
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if config.token:
             headers["Authorization"] = f"Bearer {config.token}"
+        # No cap on connections: each watch holds one for as long as it runs, and a cap would leave the
+        # informers past it (the garbage collector watches every resource) waiting forever; client-go's
+        # transport has none either.
         self._session = aiohttp.ClientSession(
             config.server, headers=headers,
-            connector=aiohttp.TCPConnector(ssl=config.ssl_context(), limit=64),
+            connector=aiohttp.TCPConnector(ssl=config.ssl_context(), limit=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
     async def close(self) -> None:
