@@ -129,7 +129,10 @@ def test_every_verb(cluster: Cluster, sweep_ns: str, group: str, version: str, p
     assert patched.status == 200, patched.body
     assert patched.json()["metadata"]["labels"] == {"sweep": "yes", "patched": "yes"}
 
-    watched = cluster.request("GET", f"{collection}?watch=1&resourceVersion={rv}&timeoutSeconds=1")
+    # Only this object: controllers' own objects in the namespace (revisions of the sampled StatefulSet and
+    # DaemonSet, collected once their owners go) would otherwise interleave their events.
+    watched = cluster.request(
+        "GET", f"{collection}?watch=1&resourceVersion={rv}&timeoutSeconds=1&fieldSelector=metadata.name%3D{name}")
     events = [line for line in watched.body.splitlines() if line.strip()]
     assert events and b'"MODIFIED"' in events[0]
 
