@@ -3,9 +3,9 @@
 Run: .venv/bin/python benchmarks/scheduler.py --nodes 5000 --pods 10000 [--init-pods 1000]
          [--workload basic|anti-affinity|spread|preemption] [--preload]
 
-A real `pocketkube server` runs as a subprocess (SQLite, no controller manager); nodes are Node objects
-created through the API (4 cpu, 32Gi, 110 pods, Ready; zones zone-0..2); the scheduler runs in this
-process. Initial pods are scheduled first and not measured; then the measured pods are created
+A real `pocketkube server` runs as a subprocess (SQLite; no controller manager, scheduler or agent);
+nodes are Node objects created through the API (4 cpu, 32Gi, 110 pods, Ready; zones zone-0..2); the
+scheduler runs in this process. Initial pods are scheduled first and not measured; then the measured pods are created
 (concurrently with scheduling, as scheduler_perf does; with --preload they are all created before the
 scheduler starts, which measures the scheduler alone). The last line is one JSON object:
 pods/s (measured pods bound / wall time), p50/p90/p99 scheduling latency (queue entry to bind),
@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from pocketkube.api.gcpolicy import tune_for_large_heaps
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.client.rest import Client, ClientConfig
 from pocketkube.scheduler.config import parse_configuration
@@ -42,6 +43,10 @@ CATALOG = ResourceCatalog()
 PODS = CATALOG.resource("", "v1", "pods")
 NODES = CATALOG.resource("", "v1", "nodes")
 NAMESPACES = CATALOG.resource("", "v1", "namespaces")
+SERVICE_ACCOUNTS = CATALOG.resource("", "v1", "serviceaccounts")
+PRIORITY_CLASSES = CATALOG.resource("scheduling.k8s.io", "v1", "priorityclasses")
+# The preemption workload's priorities (admission resolves a pod's priority from its class).
+BENCH_PRIORITY_CLASSES = {"bench-low": 10, "bench-high": 1000}
 CREATE_CONCURRENCY = 32
 ZONES = 3
 
@@ -55,7 +60,8 @@ def free_port() -> int:
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child for its lifetime
     proc = subprocess.Popen([sys.executable, "-m", "pocketkube.cli.main", "server", "--data-dir", str(data_dir),
-                             "--https-port", str(port), "--disable-controller-manager"], stdout=log,
+                             "--https-port", str(port), "--disable-controller-manager", "--disable-scheduler",
+                             "--disable-agent"], stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -115,7 +121,7 @@ def pod_obj(workload: str, name: str, namespace: str, measured: bool) -> Obj:
         # Initial pods fill the nodes at low priority; each measured pod needs to evict three of them.
         cpu = "3" if measured else "900m"
         spec["containers"][0]["resources"]["requests"] = {"cpu": cpu, "memory": "500Mi"}
-        spec["priority"] = 1000 if measured else 10
+        spec["priorityClassName"] = "bench-high" if measured else "bench-low"
         spec["terminationGracePeriodSeconds"] = 0
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": spec}
@@ -153,6 +159,14 @@ async def run(args: argparse.Namespace) -> Obj:
         client = Client(ClientConfig.from_kubeconfig(data_dir / "kubeconfig.yaml"), user_agent="scheduler-bench")
         namespace = "bench"
         await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        # Pod admission requires the namespace's default ServiceAccount; with no controller manager to make it,
+        # the benchmark does.
+        await client.create(SERVICE_ACCOUNTS, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                               "metadata": {"name": "default", "namespace": namespace}})
+        if args.workload == "preemption":
+            for name, value in BENCH_PRIORITY_CLASSES.items():
+                await client.create(PRIORITY_CLASSES, {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                                                       "metadata": {"name": name}, "value": value})
         t0 = time.monotonic()
         await create_all(client, [node_obj(i) for i in range(args.nodes)], NODES)
         print(f"created {args.nodes} nodes in {time.monotonic() - t0:.1f}s", file=sys.stderr)
@@ -217,16 +231,22 @@ async def run(args: argparse.Namespace) -> Obj:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=500)
-    parser.add_argument("--pods", type=int, default=1000, help="measured pods")
+    parser.add_argument("--pods", type=int, default=None,
+                        help="measured pods (default: 1000; as upstream's SchedulingPodAntiAffinity 400 for "
+                             "anti-affinity and PreemptionBasic 500 for preemption, so that every pod can fit)")
     parser.add_argument("--init-pods", type=int, default=None, help="pods scheduled before measuring "
                         "(default: pods/10; for preemption: 4 per node)")
     parser.add_argument("--workload", choices=("basic", "anti-affinity", "spread", "preemption"), default="basic")
     parser.add_argument("--preload", action="store_true", help="create the measured pods before scheduling them")
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
+    if args.pods is None:
+        args.pods = {"anti-affinity": 400, "preemption": 500}.get(args.workload, 1000)
     if args.init_pods is None:
-        args.init_pods = args.nodes * 4 if args.workload == "preemption" else args.pods // 10
+        args.init_pods = (args.nodes * 4 if args.workload == "preemption" else
+                          100 if args.workload == "anti-affinity" else args.pods // 10)
     logging.basicConfig(level=logging.WARNING)
+    tune_for_large_heaps()  # as `pocketkube scheduler` does: this process is the scheduler's
     print(orjson.dumps(asyncio.run(run(args))).decode())
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pocketkube.scheduler.cache import Cache
+from pocketkube.scheduler.columns import ALLOC_CPU, HARD_TAINTS, NUM_PODS, REQ_CPU
 from pocketkube.scheduler.config import DEFAULT_MULTI_POINT, default_profile, parse_configuration
 from pocketkube.scheduler.framework import (
     NODE,
@@ -178,6 +179,39 @@ def test_cache_node_tree_interleaves_zones_and_tracks_images() -> None:
     assert cache.nodes["i1"].image_states["nginx:latest"].num_nodes == 1
 
 
+def test_node_update_keeps_tree_place_and_columns_follow_pods() -> None:
+    cache = Cache()
+    for name, z in (("a1", "a"), ("b1", "b"), ("a2", "a")):
+        cache.add_node(node(name, labels={"topology.kubernetes.io/zone": z}))
+    snapshot = cache.snapshot()
+    order = [n.name for n in snapshot.node_info_list]
+    # Same zone: nodeTree.updateNode leaves the order alone, and the snapshot's list stays.
+    cache.update_node(node("a1"), node("a1", cpu="8", labels={"topology.kubernetes.io/zone": "a"},
+                                       taints=[{"key": "k", "effect": "NoSchedule"}]))
+    assert cache.snapshot() is snapshot and [n.name for n in snapshot.node_info_list] == order
+    a1 = snapshot.node_infos["a1"]
+    assert snapshot.columns.ints[ALLOC_CPU, a1.row] == 8000 and snapshot.columns.flags[HARD_TAINTS, a1.row]
+    cache.assume_pod(PodInfo(pod("p", cpu="1")).with_node("a1"))
+    assert snapshot.columns.ints[REQ_CPU, a1.row] == 1000 and snapshot.columns.ints[NUM_PODS, a1.row] == 1
+    # Another zone moves the node in the tree: a new snapshot, new columns.
+    cache.update_node(node("a1"), node("a1", labels={"topology.kubernetes.io/zone": "b"}))
+    fresh = cache.snapshot()
+    assert fresh is not snapshot and [n.name for n in fresh.node_info_list] == ["a2", "b1", "a1"]
+    assert fresh.columns.ints[NUM_PODS, fresh.node_infos["a1"].row] == 1
+
+
+async def test_huge_quantities_take_the_exact_per_node_path() -> None:
+    MemoryBinder.bound = []
+    # 8 PiB of memory is beyond the columns' exact range: the plugins score node by node.
+    huge = {**node("huge"), "status": {"allocatable": {"cpu": "4", "memory": "8Pi", "pods": "110"}}}
+    sched = make_scheduler([huge, node("small", cpu="2")])
+    assert not sched.cache.snapshot().columns.exact
+    sched.on_pod_add(pod("p", cpu="1"))
+    await sched.schedule_one()
+    await settle(sched)
+    assert MemoryBinder.bound == [("p", "huge")]
+
+
 # --- configuration -------------------------------------------------------------------------------
 def test_default_profile_matches_upstream() -> None:
     profile = default_profile(REGISTRY)
@@ -295,9 +329,10 @@ async def test_percentage_of_nodes_to_score_rotates_start() -> None:
     fwk = sched.frameworks["default-scheduler"]
     snapshot = sched.cache.snapshot()
     fwk.handle.snapshot = snapshot
-    feasible, diagnosis = sched.find_nodes_that_fit(fwk, CycleState(), PodInfo(pod("p")), snapshot)
+    feasible, rows, diagnosis = sched.find_nodes_that_fit(fwk, CycleState(), PodInfo(pod("p")), snapshot)
     assert len(feasible) == 100 and sched.next_start_node_index == 100
-    feasible, _ = sched.find_nodes_that_fit(fwk, CycleState(), PodInfo(pod("q")), snapshot)
+    assert rows.tolist() == list(range(100))
+    feasible, _, _ = sched.find_nodes_that_fit(fwk, CycleState(), PodInfo(pod("q")), snapshot)
     assert feasible[0].name == snapshot.node_info_list[100].name
 
 
@@ -311,9 +346,9 @@ async def test_filter_nodes_keeps_first_failure_per_node() -> None:
     pi = PodInfo(pod("p", cpu="2"))
     fwk.run_pre_filter_plugins(state, pi, snapshot.node_info_list)
     statuses = NodeToStatus()
-    passed = fwk.filter_nodes(state, pi, snapshot.node_info_list, statuses)
+    passing = fwk.filter_rows(state, pi, snapshot.columns, snapshot.columns.all_rows, statuses)
     # TaintToleration runs before NodeResourcesFit: the node reports the taint, as the per-node loop would.
-    assert [n.name for n in passed] == ["ok"]
+    assert [n.name for n, ok in zip(snapshot.node_info_list, passing, strict=True) if ok] == ["ok"]
     assert statuses.get("t").reasons == ["node(s) had untolerated taint {k: v}"]
     assert statuses.get("t").plugin == "TaintToleration"
     assert fwk.run_filter_plugins(state, pi, snapshot.node_infos["t"]).reasons == statuses.get("t").reasons  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pocketkube.scheduler.cache import Snapshot
@@ -87,7 +88,14 @@ def run_filter(plugin_cls: type, p: Obj, nodes: list[Obj], pods: list[Obj] = (),
         if status is not None:
             return [status] * len(infos)
     by_name = {n.name: n for n in infos}
-    return [plugin.filter(state, pi, by_name[n["metadata"]["name"]]) for n in nodes]
+    statuses = [plugin.filter(state, pi, by_name[n["metadata"]["name"]]) for n in nodes]
+    if hasattr(plugin, "filter_rows"):
+        # The vectorised path never lets through a node that the per-node filter rejects.
+        columns = handle.snapshot.columns
+        sure = plugin.filter_rows(state, pi, columns, np.array([by_name[n["metadata"]["name"]].row for n in nodes]))
+        if sure is not None:
+            assert all(status is None for status, ok in zip(statuses, sure, strict=True) if ok)
+    return statuses
 
 
 def run_score(plugin_cls: type, p: Obj, nodes: list[Obj], pods: list[Obj] = (), args: Obj | None = None,  # type: ignore[assignment]
@@ -104,8 +112,9 @@ def run_score(plugin_cls: type, p: Obj, nodes: list[Obj], pods: list[Obj] = (), 
         if status is not None and status.code == Code.SKIP:
             return [0] * len(infos)
     scores = [plugin.score(state, pi, ni) for ni in infos]
-    if hasattr(plugin, "score_many"):
-        assert plugin.score_many(state, pi, infos) == scores  # the vectorised path agrees
+    if hasattr(plugin, "score_rows"):
+        vectorised = plugin.score_rows(state, pi, handle.snapshot.columns, np.array([ni.row for ni in infos]))
+        assert vectorised is None or vectorised.tolist() == scores  # the vectorised path agrees
     if hasattr(plugin, "normalize_score"):
         plugin.normalize_score(state, pi, infos, scores)
     return scores
@@ -163,17 +172,40 @@ def test_node_resources_fit_ignored_resources() -> None:
     assert run_filter(NodeResourcesFit, p, [node("n")], [], args) == [None]
 
 
-def test_filter_many_matches_filter() -> None:
+def test_vectorised_fit_filter_agrees_with_filter() -> None:
     nodes = [node(f"n{i}", cpu=str(i + 1), pods=str(1 + i % 3)) for i in range(6)]
     existing = [pod(f"e{i}", containers=[container("1")], node_name=f"n{i}") for i in range(0, 6, 2)]
     handle = handle_for(nodes, existing)
     plugin = NodeResourcesFit(handle)
+    columns = handle.snapshot.columns  # type: ignore[union-attr]
     for cpu in ("500m", "2", "5"):
         pi = PodInfo(pod(containers=[container(cpu)]))
         state = CycleState()
         plugin.pre_filter(state, pi, [])
-        infos = handle.snapshot.node_info_list  # type: ignore[union-attr]
-        assert plugin.filter_many(state, pi, infos) == [plugin.filter(state, pi, ni) for ni in infos]
+        sure = plugin.filter_rows(state, pi, columns, columns.all_rows)
+        assert sure is not None
+        assert sure.tolist() == [plugin.filter(state, pi, ni) is None for ni in columns.node_infos]
+
+
+def test_vectorised_resource_plugins_agree_with_per_node_on_random_clusters() -> None:
+    rng = random.Random(11)
+    strategies = [None, {"type": "MostAllocated"},
+                  {"type": "LeastAllocated", "resources": [{"name": "cpu", "weight": 2}, {"name": "memory", "weight": 5},
+                                                           {"name": "ephemeral-storage", "weight": 1}]}]
+    for round_ in range(20):
+        none = ["0"] if round_ % 2 else []  # half the clusters have nodes without some resource
+        nodes = [node(f"n{i}", cpu=rng.choice([*none, "1", "3500m", "64"]), memory=rng.choice([*none, "1Gi", "7Gi"]),
+                      pods=str(rng.randint(1, 4)), extra={"ephemeral-storage": rng.choice([*none, "10Gi"])})
+                 for i in range(12)]
+        existing = [pod(f"e{i}", node_name=f"n{rng.randrange(12)}",
+                        containers=[container(rng.choice(["100m", "2"]), rng.choice(["64Mi", "3Gi"]))])
+                    for i in range(rng.randint(0, 15))]
+        p = pod(containers=[container(rng.choice([None, "250m", "3"]), rng.choice([None, "1Gi", "6Gi"]),
+                                      extra=rng.choice([{}, {"ephemeral-storage": "1Gi"}]))])
+        run_filter(NodeResourcesFit, p, nodes, existing)  # asserts the vectorised filter never admits more
+        for strategy in strategies:
+            run_score(NodeResourcesFit, p, nodes, existing, args={"scoringStrategy": strategy} if strategy else None)
+        run_score(NodeResourcesBalancedAllocation, p, nodes, existing)  # both assert agreement
 
 
 # --- scoring strategies ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ its habit of echoing an input that is already canonical verbatim (``+1`` stays `
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from functools import total_ordering
 
@@ -293,6 +294,18 @@ class Quantity:
 
 def parse_quantity(text: str) -> Quantity:
     """resource.ParseQuantity; raises ValueError with upstream's message."""
+    if isinstance(text, str):
+        return _parse_cached(text)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Quantity:
+    # The same few strings ("100m", "500Mi") are parsed for every pod; a Quantity is never modified.
+    return _parse(text)
+
+
+def _parse(text: str) -> Quantity:
     if not text:
         raise ValueError(ERR_FORMAT_WRONG)
     if text == "0":

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from pocketkube import KUBERNETES_VERSION, __version__
 from pocketkube.api import errors
+from pocketkube.api.gcpolicy import tune_for_large_heaps
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver import discovery, openapi
 from pocketkube.apiserver.admission import ClusterState, build_chain
@@ -114,6 +115,7 @@ class APIServer:
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
+        tune_for_large_heaps()  # the watch cache holds every object
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
                                                  service_cidr=config.service_cidr)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pocketkube.scheduler.columns import NodeColumns
 from pocketkube.scheduler.types import LABEL_REGION, LABEL_ZONE, ImageStateSummary, NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,14 @@ def zone_key(node: Obj) -> str:
 
 
 class Snapshot:
-    """The node list a scheduling cycle works on, in node-tree order (zones interleaved)."""
+    """The node list a scheduling cycle works on, in node-tree order (zones interleaved), and its numbers
+    as columns for the vectorised plugins."""
 
     def __init__(self, node_infos: list[NodeInfo], affinity_nodes: dict[str, NodeInfo] | None = None,
                  anti_affinity_nodes: dict[str, NodeInfo] | None = None) -> None:
         self.node_info_list = node_infos
         self.node_infos = {n.name: n for n in node_infos}
+        self.columns = NodeColumns(node_infos)
         # Nodes holding pods with (anti-)affinity, kept up to date by the cache; None: derive on demand.
         self._affinity_nodes = affinity_nodes
         self._anti_affinity_nodes = anti_affinity_nodes
@@ -115,19 +118,31 @@ class Cache:
             index += 1
         return order
 
+    def _drop_snapshot(self) -> None:
+        """The node list changes: the next cycle gets a new snapshot."""
+        if self._snapshot is not None:
+            self._snapshot.columns.detach()
+            self._snapshot = None
+
     # -- nodes ----------------------------------------------------------------------------------
     def add_node(self, node: Obj) -> NodeInfo:
         name = node["metadata"]["name"]
         ni = self.nodes.get(name)
         if ni is None:
             ni = self.nodes[name] = NodeInfo()
-        else:
+        # A node that stays in its zone keeps its place in the node tree (nodeTree.updateNode), and the
+        # snapshot keeps its list: only the node's own row changes.
+        in_place = ni.node is not None and zone_key(ni.node) == zone_key(node)
+        if not in_place:
             self._remove_from_tree(name, ni.node)
-            self._remove_images(ni)
+        self._remove_images(ni)
         ni.set_node(node)
-        self._zones.setdefault(zone_key(node), []).append(name)
         self._add_images(ni)
-        self._snapshot = None
+        if not in_place:
+            self._zones.setdefault(zone_key(node), []).append(name)
+            self._drop_snapshot()
+        elif ni.columns is not None:
+            ni.columns.write_node(ni.row, ni)
         return ni
 
     def update_node(self, old: Obj | None, new: Obj) -> NodeInfo:
@@ -144,7 +159,7 @@ class Cache:
             ni.remove_node()  # keep the pods accounted until their deletions arrive
         else:
             del self.nodes[name]
-        self._snapshot = None
+        self._drop_snapshot()
 
     def _remove_from_tree(self, name: str, node: Obj | None) -> None:
         if node is None:

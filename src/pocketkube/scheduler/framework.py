@@ -2,8 +2,12 @@
 
 Extension points, in upstream order: QueueSort, PreEnqueue, PreFilter (+ AddPod/RemovePod extensions),
 Filter, PostFilter, PreScore, Score (+ NormalizeScore), Reserve/Unreserve, Permit, PreBind, Bind, PostBind.
-A plugin joins an extension point by defining the method of that name; `filter_many` / `score_many`
-are optional vectorised forms of `filter` / `score` over a list of nodes (same results, fewer calls).
+A plugin joins an extension point by defining the method of that name. `filter_rows` / `score_rows`
+are optional vectorised forms of `filter` / `score` over rows of the snapshot's NodeColumns:
+- filter_rows(state, pod, columns, rows) -> bool mask: True where the node certainly passes; the
+  scheduler asks `filter` about every other node (for its status). None: ask `filter` about them all.
+- score_rows(state, pod, columns, rows) -> int64 scores, exactly what `score` gives each node
+  (before normalising). None: `score` is asked node by node.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import numpy as np
+
+from pocketkube.scheduler.columns import Mask, NodeColumns, Rows
 from pocketkube.scheduler.types import MAX_NODE_SCORE, NodeInfo, PodInfo
 
 if TYPE_CHECKING:
@@ -483,31 +490,44 @@ class Framework:
                 return status
         return None
 
-    def filter_nodes(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo],
-                     statuses: NodeToStatus) -> list[NodeInfo]:
-        """Run every filter over `nodes`, plugin by plugin; a node keeps its first failure, as upstream's
-        node-by-node loop would record. Returns the nodes that pass all filters, in input order."""
-        remaining = nodes
+    def filter_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows,
+                    statuses: NodeToStatus) -> Mask:
+        """Which of the nodes at `rows` pass every filter. Plugin by plugin, as upstream's node-by-node
+        loop would: a node that fails keeps the status of the first plugin that rejected it."""
+        passing = np.ones(len(rows), dtype=bool)
+        remaining = rows
         skip = state.skip_filter_plugins
         for pl in self.filter_plugins:
-            if pl.name in skip or not remaining:
+            if pl.name in skip or not len(remaining):
                 continue
-            many = getattr(pl, "filter_many", None)
-            results = many(state, pi, remaining) if many is not None else \
-                [pl.filter(state, pi, ni) for ni in remaining]  # type: ignore[attr-defined]
-            if not any(results):
+            vectorised = getattr(pl, "filter_rows", None)
+            sure = vectorised(state, pi, columns, remaining) if vectorised is not None else None
+            if sure is not None and sure.all():
                 continue
-            passed: list[NodeInfo] = []
-            for ni, status in zip(remaining, results, strict=True):
+            if sure is None:
+                positions: Iterable[int] = range(len(remaining))
+                unsure_rows = remaining.tolist()
+            else:
+                unsure = np.flatnonzero(~sure)
+                positions, unsure_rows = unsure.tolist(), remaining[unsure].tolist()
+            rejected: list[int] = []
+            infos = columns.node_infos
+            for i, row in zip(positions, unsure_rows, strict=True):
+                ni = infos[row]
+                status = pl.filter(state, pi, ni)  # type: ignore[attr-defined]
                 if status is None or status.code == Code.SUCCESS:
-                    passed.append(ni)
                     continue
                 if status.code == Code.ERROR:
                     status = error(f"running {pl.name!r} filter plugin: {status.message}")
                 status.plugin = pl.name
                 statuses.set(ni.name, status)
-            remaining = passed
-        return remaining
+                rejected.append(i)
+            if rejected:
+                keep = np.ones(len(remaining), dtype=bool)
+                keep[rejected] = False
+                passing[np.flatnonzero(passing)[rejected]] = False
+                remaining = remaining[keep]
+        return passing
 
     def run_filter_plugins_with_nominated_pods(self, state: CycleState, pi: PodInfo,
                                                ni: NodeInfo) -> Status | None:
@@ -558,29 +578,28 @@ class Framework:
                     return error(f"running PreScore plugin {pl.name!r}: {status.message}").with_plugin(pl.name)
         return None
 
-    def run_score_plugins(self, state: CycleState, pi: PodInfo,
-                          nodes: list[NodeInfo]) -> tuple[list[int], dict[str, list[int]]]:
-        """Weighted total per node, plus each plugin's normalised scores."""
-        totals = [0] * len(nodes)
-        per_plugin: dict[str, list[int]] = {}
+    def run_score_plugins(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo], columns: NodeColumns,
+                          rows: Rows) -> np.ndarray:
+        """The weighted total score of each node (`nodes` are the NodeInfos at `rows`)."""
+        totals = np.zeros(len(nodes), dtype=np.int64)
         skip = state.skip_score_plugins
         for pl in self.score_plugins:
             if pl.name in skip:
                 continue
-            many = getattr(pl, "score_many", None)
-            scores = many(state, pi, nodes) if many is not None else \
-                [pl.score(state, pi, ni) for ni in nodes]  # type: ignore[attr-defined]
+            vectorised = getattr(pl, "score_rows", None)
+            scores = vectorised(state, pi, columns, rows) if vectorised is not None else None
+            if scores is None:
+                scores = [pl.score(state, pi, ni) for ni in nodes]  # type: ignore[attr-defined]
             normalize = getattr(pl, "normalize_score", None)
             if normalize is not None:
+                # In place, on what the plugin gave: its score_rows array, or the list of its scores.
                 normalize(state, pi, nodes, scores)
-            weight = self.score_weights[pl.name]
-            if scores and (max(scores) > MAX_NODE_SCORE or min(scores) < 0):
+            if len(scores) and not _in_score_range(scores):
                 bad = next(s for s in scores if s > MAX_NODE_SCORE or s < 0)
                 raise ValueError(f"plugin {pl.name!r} returns an invalid score {bad}, it should in the "
                                  f"range of [0, {MAX_NODE_SCORE}] after normalizing")
-            totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]
-            per_plugin[pl.name] = scores
-        return totals, per_plugin
+            totals += np.asarray(scores, dtype=np.int64) * self.score_weights[pl.name]
+        return totals
 
     # -- reserve / permit / bind ----------------------------------------------------------------
     def run_reserve_plugins_reserve(self, state: CycleState, pi: PodInfo, node: str) -> Status | None:
@@ -659,8 +678,24 @@ class Framework:
             pl.post_bind(state, pi, node)  # type: ignore[attr-defined]
 
 
-def default_normalize_score(max_priority: int, reverse: bool, scores: list[int]) -> None:
-    """helper.DefaultNormalizeScore: scale to [0, max_priority] by the highest score (reversed if asked)."""
+def _in_score_range(scores: list[int] | np.ndarray) -> bool:
+    if isinstance(scores, np.ndarray):
+        return bool(scores.min() >= 0 and scores.max() <= MAX_NODE_SCORE)
+    return min(scores) >= 0 and max(scores) <= MAX_NODE_SCORE
+
+
+def default_normalize_score(max_priority: int, reverse: bool, scores: list[int] | np.ndarray) -> None:
+    """helper.DefaultNormalizeScore, in place: scale to [0, max_priority] by the highest score (reversed
+    if asked)."""
+    if isinstance(scores, np.ndarray):
+        highest = int(scores.max()) if len(scores) else 0
+        if highest == 0:
+            if reverse:
+                scores[:] = max_priority
+            return
+        scaled = max_priority * scores // highest
+        scores[:] = max_priority - scaled if reverse else scaled
+        return
     highest = max(scores, default=0)
     if highest == 0:
         if reverse:

@@ -84,6 +84,9 @@ class Nominator:
     def nominated_pods_for_node(self, node: str) -> list[PodInfo]:
         return list(self._by_node.get(node, {}).values())
 
+    def nominated_node_names(self) -> list[str]:
+        return list(self._by_node)
+
 
 class SchedulingQueue:
     def __init__(self, sort_key: Callable[[QueuedPodInfo], Any],

@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 
+from pocketkube.api.gcpolicy import tune_for_large_heaps
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.client.events import EventRecorder
 from pocketkube.client.informer import InformerFactory
 from pocketkube.client.leaderelection import LeaderElector
 from pocketkube.client.rest import APIError, Client, ClientConfig
 from pocketkube.scheduler.cache import Cache, Snapshot
+from pocketkube.scheduler.columns import Mask, NodeColumns, Rows
 from pocketkube.scheduler.config import SchedulerConfiguration, default_profile, load_configuration
 from pocketkube.scheduler.framework import (
     ASSIGNED_POD,
@@ -46,6 +49,7 @@ from pocketkube.scheduler.framework import (
     Framework,
     Handle,
     Listers,
+    NodeToStatus,
     Plugin,
     PostFilterResult,
     Status,
@@ -65,6 +69,7 @@ NO_NODES_AVAILABLE = "no nodes available to schedule pods"
 MAX_EVENT_MESSAGE = 1024
 EVENT_QUEUE_SIZE = 1000  # as client-go's broadcaster: further events are dropped, never block scheduling
 CHUNK_MIN = 64  # filter nodes in chunks of at least this many (amortises per-plugin call overhead)
+NO_ROWS: Rows = np.zeros(0, dtype=np.int64)
 
 _catalog = ResourceCatalog()
 
@@ -353,101 +358,112 @@ class Scheduler:
         nodes = snapshot.node_info_list
         if not nodes:
             raise _NoNodes()
-        feasible, diagnosis = self.find_nodes_that_fit(fwk, state, pi, snapshot)
+        feasible, rows, diagnosis = self.find_nodes_that_fit(fwk, state, pi, snapshot)
         if not feasible:
             raise FitError(pi, len(nodes), diagnosis)
         evaluated = len(feasible) + len(diagnosis.node_to_status)
         if len(feasible) == 1:
             return ScheduleResult(feasible[0].name, evaluated, 1)
-        totals = self.prioritize_nodes(fwk, state, pi, feasible)
-        best = max(totals)
-        winners = [i for i, t in enumerate(totals) if t == best]
-        choice = winners[0] if len(winners) == 1 else self.rng.choice(winners)
+        totals = self.prioritize_nodes(fwk, state, pi, feasible, snapshot.columns, rows)
+        winners = np.flatnonzero(totals == totals.max())
+        choice = int(winners[0]) if len(winners) == 1 else self.rng.choice(winners.tolist())
         return ScheduleResult(feasible[choice].name, evaluated, len(feasible))
 
     def find_nodes_that_fit(self, fwk: Framework, state: CycleState, pi: PodInfo,
-                            snapshot: Snapshot) -> tuple[list[NodeInfo], Diagnosis]:
+                            snapshot: Snapshot) -> tuple[list[NodeInfo], Rows, Diagnosis]:
+        """The feasible nodes, their rows in the snapshot's columns, and why the others were not."""
         diagnosis = Diagnosis()
-        all_nodes = snapshot.node_info_list
-        pre_result, status, narrowing = fwk.run_pre_filter_plugins(state, pi, all_nodes)
+        columns = snapshot.columns
+        pre_result, status, narrowing = fwk.run_pre_filter_plugins(state, pi, snapshot.node_info_list)
         if status is not None:
             if not status.is_rejected():
                 raise SchedulingError(status.message)
             diagnosis.node_to_status.absent = status
             diagnosis.add_plugin_status(status)
             diagnosis.pre_filter_msg = status.message
-            return [], diagnosis
+            return [], NO_ROWS, diagnosis
         nominated = (pi.pod.get("status") or {}).get("nominatedNodeName")
         if nominated:
             ni = snapshot.get(nominated)
             if ni is not None and is_success(fwk.run_filter_plugins_with_nominated_pods(state, pi, ni)):
-                return [ni], diagnosis
-        nodes = all_nodes
+                return [ni], np.array([ni.row], dtype=np.int64), diagnosis
+        rows = columns.all_rows
         if pre_result.node_names is not None:
-            nodes = [snapshot.node_infos[n] for n in sorted(pre_result.node_names) if n in snapshot.node_infos]
+            rows = np.array([snapshot.node_infos[n].row for n in sorted(pre_result.node_names)
+                             if n in snapshot.node_infos], dtype=np.int64)
             diagnosis.node_to_status.absent = unresolvable(
                 f"node(s) didn't satisfy plugin(s) [{' '.join(sorted(narrowing))}]")
-        feasible = self.find_nodes_that_pass_filters(fwk, state, pi, diagnosis, nodes)
-        return feasible, diagnosis
+        feasible = self.find_nodes_that_pass_filters(fwk, state, pi, diagnosis, snapshot, rows)
+        return columns.node_list(feasible), feasible, diagnosis
 
     def find_nodes_that_pass_filters(self, fwk: Framework, state: CycleState, pi: PodInfo, diagnosis: Diagnosis,
-                                     nodes: list[NodeInfo]) -> list[NodeInfo]:
-        n = len(nodes)
+                                     snapshot: Snapshot, rows: Rows) -> Rows:
+        """Scan `rows` from the rotating start until enough nodes pass (numFeasibleNodesToFind), as a
+        sequential scan would: only the nodes up to the last one needed count as processed."""
+        n = len(rows)
         if n == 0:
-            return []
+            return NO_ROWS
         to_find = num_feasible_nodes_to_find(fwk.percentage_of_nodes_to_score, n)
         start = self.next_start_node_index % n
         statuses = diagnosis.node_to_status
-        feasible: list[NodeInfo] = []
-        processed = 0
-        nominator = fwk.handle.nominator
-        with_nominated = nominator is not None and bool(nominator._node_of)
-        while processed < n and len(feasible) < to_find:
-            size = min(n - processed, max(to_find - len(feasible), CHUNK_MIN))
-            first = (start + processed) % n
-            chunk = nodes[first:first + size]
-            if len(chunk) < size:
-                chunk += nodes[:size - len(chunk)]
-            if with_nominated:
-                passed = []
-                for ni in chunk:
-                    st = fwk.run_filter_plugins_with_nominated_pods(state, pi, ni)
-                    if is_success(st):
-                        passed.append(ni)
-                    else:
-                        assert st is not None
-                        statuses.set(ni.name, st)
-            else:
-                passed = fwk.filter_nodes(state, pi, chunk, statuses)
-            need = to_find - len(feasible)
+        columns = snapshot.columns
+        feasible: list[Rows] = []
+        found = processed = 0
+        while processed < n and found < to_find:
+            size = min(n - processed, max(to_find - found, CHUNK_MIN))
+            chunk = rows[np.arange(start + processed, start + processed + size) % n]
+            passed = np.flatnonzero(self._filter_chunk(fwk, state, pi, snapshot, chunk, statuses))
+            need = to_find - found
             if len(passed) > need:
-                # Only the nodes up to the last one needed count as processed, as in a sequential scan.
-                last = passed[need - 1]
-                cut = next(i for i, ni in enumerate(chunk) if ni is last) + 1
-                for ni in chunk[cut:]:
-                    statuses.statuses.pop(ni.name, None)
-                feasible.extend(passed[:need])
+                cut = int(passed[need - 1]) + 1
+                for row in chunk[cut:].tolist():
+                    statuses.statuses.pop(columns.node_infos[row].name, None)
+                feasible.append(chunk[passed[:need]])
+                found += need
                 processed += cut
                 break
-            feasible.extend(passed)
+            feasible.append(chunk[passed])
+            found += len(passed)
             processed += size
         for st in statuses.statuses.values():
             diagnosis.add_plugin_status(st)
         self.next_start_node_index = (start + processed) % n
-        return feasible
+        return np.concatenate(feasible)
 
-    def prioritize_nodes(self, fwk: Framework, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+    @staticmethod
+    def _filter_chunk(fwk: Framework, state: CycleState, pi: PodInfo, snapshot: Snapshot, chunk: Rows,
+                      statuses: NodeToStatus) -> Mask:
+        """Which nodes of `chunk` pass the filters; a node with nominated pods is filtered with them counted
+        (node by node), every other node in one vectorised pass."""
+        nominator = fwk.handle.nominator
+        names = nominator.nominated_node_names() if nominator is not None else ()
+        columns = snapshot.columns
+        if not names:
+            return fwk.filter_rows(state, pi, columns, chunk, statuses)
+        infos = columns.node_infos
+        special = np.isin(chunk, [snapshot.node_infos[name].row for name in names if name in snapshot.node_infos])
+        passing = np.empty(len(chunk), dtype=bool)
+        passing[~special] = fwk.filter_rows(state, pi, columns, chunk[~special], statuses)
+        for i in np.flatnonzero(special).tolist():
+            ni = infos[chunk[i]]
+            status = fwk.run_filter_plugins_with_nominated_pods(state, pi, ni)
+            passing[i] = is_success(status)
+            if status is not None and not passing[i]:
+                statuses.set(ni.name, status)
+        return passing
+
+    def prioritize_nodes(self, fwk: Framework, state: CycleState, pi: PodInfo, nodes: list[NodeInfo],
+                         columns: NodeColumns, rows: Rows) -> np.ndarray:
         if not fwk.score_plugins:
-            return [1] * len(nodes)
+            return np.ones(len(nodes), dtype=np.int64)
         status = fwk.run_pre_score_plugins(state, pi, nodes)
         if not is_success(status):
             assert status is not None
             raise SchedulingError(status.message)
         try:
-            totals, _ = fwk.run_score_plugins(state, pi, nodes)
+            return fwk.run_score_plugins(state, pi, nodes, columns, rows)
         except ValueError as err:
             raise SchedulingError(str(err)) from err
-        return totals
 
     # -- binding cycle --------------------------------------------------------------------------
     async def binding_cycle(self, fwk: Framework, state: CycleState, q: QueuedPodInfo, assumed: PodInfo,
@@ -651,6 +667,7 @@ async def run_scheduler(client: Client, stop: asyncio.Event, config: SchedulerCo
 async def run_standalone(client_config: ClientConfig, stop: asyncio.Event, config_path: Path | None = None,
                          leader_elect: bool | None = None) -> None:
     """`pocketkube scheduler --kubeconfig ... [--config FILE]`."""
+    tune_for_large_heaps()  # this process holds the cluster's pods and nodes
     config = load_configuration(config_path, REGISTRY)
     if leader_elect is not None:
         config.leader_elect = leader_elect

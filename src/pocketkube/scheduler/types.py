@@ -10,10 +10,13 @@ import functools
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketkube.api.quantity import parse_quantity
 from pocketkube.api.selectors import IN, NOT_IN, LabelSelector, Requirement, SelectorError
+
+if TYPE_CHECKING:
+    from pocketkube.scheduler.columns import NodeColumns
 
 Obj = dict[str, Any]
 
@@ -367,7 +370,7 @@ class NodeInfo:
 
     __slots__ = ("node", "name", "labels", "taints", "unschedulable", "allocatable", "requested",
                  "non_zero_requested", "pods", "pods_with_affinity", "pods_with_required_anti_affinity",
-                 "used_ports", "image_states", "pvc_ref_counts", "generation")
+                 "used_ports", "image_states", "pvc_ref_counts", "generation", "columns", "row")
 
     def __init__(self, node: Obj | None = None) -> None:
         self.node: Obj | None = None
@@ -385,6 +388,9 @@ class NodeInfo:
         self.image_states: dict[str, ImageStateSummary] = {}
         self.pvc_ref_counts: dict[str, int] = {}
         self.generation = next_generation()
+        # The snapshot columns holding this node's numbers at `row` (None: not in a snapshot's list).
+        self.columns: NodeColumns | None = None
+        self.row = -1
         if node is not None:
             self.set_node(node)
 
@@ -437,6 +443,8 @@ class NodeInfo:
             else:
                 self.pvc_ref_counts.pop(key, None)
         self.generation = next_generation()
+        if self.columns is not None:
+            self.columns.write_pods(self.row, self)
 
     def clone(self) -> NodeInfo:
         """A copy whose pod set can change without touching the cache (preemption dry runs)."""
@@ -453,6 +461,7 @@ class NodeInfo:
         c.image_states = self.image_states
         c.pvc_ref_counts = dict(self.pvc_ref_counts)
         c.generation = self.generation
+        c.columns, c.row = None, -1
         return c
 
     def __repr__(self) -> str:

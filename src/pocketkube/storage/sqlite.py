@@ -141,7 +141,8 @@ class _Writer(threading.Thread):
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop, deliver: _Deliver) -> None:
         super().__init__(name="pocketkube-sqlite-writer", daemon=True)
         self.path = path
-        self.ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        # Ops arrive in lists, one per event-loop turn that submitted any; None stops the writer.
+        self.ops: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self.ready: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
         self._loop = loop
         self._deliver = deliver
@@ -174,32 +175,36 @@ class _Writer(threading.Thread):
         try:
             stop = False
             while not stop:
-                op = self.ops.get()
-                if op is None:
+                handed = self.ops.get()
+                if handed is None:
                     break
-                batch = [op]
-                while len(batch) < _MAX_BATCH:
+                ops = list(handed)
+                while len(ops) < _MAX_BATCH:
                     try:
-                        nxt = self.ops.get_nowait()
+                        more = self.ops.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is None:
+                    if more is None:
                         stop = True
                         break
-                    batch.append(nxt)
-                try:
-                    writes = [o for o in batch if o.kind != "compact"]
-                    if writes:
-                        self._commit(conn, writes)
-                    for o in batch:
-                        if o.kind == "compact":
-                            self._compact(conn, o)
-                except Exception as exc:  # a bug must fail these callers, never stop the writer
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    self._hand_over([(o.future, None, exc) for o in batch], [])
+                    ops.extend(more)
+                for start in range(0, len(ops), _MAX_BATCH):
+                    self._process(conn, ops[start:start + _MAX_BATCH])
         finally:
             conn.close()
+
+    def _process(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        try:
+            writes = [o for o in batch if o.kind != "compact"]
+            if writes:
+                self._commit(conn, writes)
+            for o in batch:
+                if o.kind == "compact":
+                    self._compact(conn, o)
+        except Exception as exc:  # a bug must fail these callers, never stop the writer
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._hand_over([(o.future, None, exc) for o in batch], [])
 
     def _hand_over(self, outcomes: list[_Outcome], events: list[Event]) -> None:
         try:
@@ -356,6 +361,7 @@ class SQLiteStorage(Storage):
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
         self._watchers: set[_Watcher] = set()
+        self._pending: list[_Op] = []  # submitted this turn of the event loop, not yet handed over
         self._revision = 0
         self._compacted = 0
         self._closed = False
@@ -378,6 +384,7 @@ class SQLiteStorage(Storage):
         for watcher in self._watchers:
             watcher.close()
         self._watchers.clear()
+        self._flush()
         self._writer.ops.put(None)  # queued writes still commit before the writer stops
         await asyncio.to_thread(self._writer.join)
         if self._readers is not None:
@@ -392,8 +399,18 @@ class SQLiteStorage(Storage):
     async def _submit(self, op: _Op) -> Any:
         if self._writer is None or self._closed:
             raise StorageError("sqlite storage is not open")
-        self._writer.ops.put(op)
+        # Everything submitted during this turn of the event loop goes to the writer at once: one
+        # thread wake-up, and one transaction for the lot, instead of one per write.
+        self._pending.append(op)
+        if len(self._pending) == 1:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
         return await op.future
+
+    def _flush(self) -> None:
+        if self._pending and self._writer is not None:
+            ops, self._pending = self._pending, []
+            self._writer.ops.put(ops)
 
     def _future(self) -> asyncio.Future[Any]:
         assert self._loop is not None, "start() the storage first"

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from pocketkube.scheduler.columns import NodeColumns, Rows
 from pocketkube.scheduler.framework import SKIP, CycleState, Handle, Plugin, Status
 from pocketkube.scheduler.plugins.resource_allocation import (
+    balanced_columns_scores,
     balanced_scorer,
     parse_resources,
     pod_request_list,
@@ -35,15 +39,6 @@ class NodeResourcesBalancedAllocation(Plugin):
         requests = state.read(_PRE_SCORE_KEY) or pod_request_list(pi, self.resources, True)
         return score_node(ni, self.resources, requests, True, balanced_scorer)
 
-    def score_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+    def score_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> np.ndarray | None:
         requests = state.read(_PRE_SCORE_KEY) or pod_request_list(pi, self.resources, True)
-        if len(self.resources) != 2 or [r.name for r in self.resources] != ["cpu", "memory"]:
-            return [score_node(ni, self.resources, requests, True, balanced_scorer) for ni in nodes]
-        pcpu, pmem = requests
-        if any(not ni.allocatable.milli_cpu or not ni.allocatable.memory for ni in nodes):
-            return [score_node(ni, self.resources, requests, True, balanced_scorer) for ni in nodes]
-        # balancedResourceScorer for two resources, inlined: (1 - |f_cpu - f_mem| / 2) * 100.
-        return [int((1 - abs(((fc if (fc := ((u := ni.requested).milli_cpu + pcpu) / (a := ni.allocatable).milli_cpu)
-                               < 1.0 else 1.0)
-                              - (fm if (fm := (u.memory + pmem) / a.memory) < 1.0 else 1.0)) / 2)) * 100)
-                for ni in nodes]
+        return balanced_columns_scores(self.resources, requests, columns, rows)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from pocketkube.scheduler.columns import Mask, NodeColumns, Rows
 from pocketkube.scheduler.framework import (
     NODE,
     ActionType,
@@ -28,11 +31,8 @@ class NodeName(Plugin):
             return unresolvable(ERR_REASON)
         return None
 
-    def filter_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
-        wanted = pi.spec.get("nodeName")
-        if not wanted:
-            return [None] * len(nodes)
-        return [None if ni.name == wanted else unresolvable(ERR_REASON) for ni in nodes]
+    def filter_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> Mask | None:
+        return None if pi.spec.get("nodeName") else np.ones(len(rows), dtype=bool)
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         def named_node_added(pi: PodInfo, old: Any, new: Any) -> bool:

@@ -5,6 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from pocketkube.scheduler.columns import (
+    ALLOC_CPU,
+    ALLOC_EPHEMERAL,
+    ALLOC_MEMORY,
+    ALLOC_PODS,
+    NUM_PODS,
+    REQ_CPU,
+    REQ_EPHEMERAL,
+    REQ_MEMORY,
+    Mask,
+    NodeColumns,
+    Rows,
+    requests_exact,
+)
 from pocketkube.scheduler.framework import (
     ASSIGNED_POD,
     NODE,
@@ -19,8 +35,7 @@ from pocketkube.scheduler.framework import (
     Status,
 )
 from pocketkube.scheduler.plugins.resource_allocation import (
-    CPU,
-    MEMORY,
+    columns_scores,
     least_allocated_scorer,
     most_allocated_scorer,
     parse_resources,
@@ -89,9 +104,6 @@ class NodeResourcesFit(Plugin):
             self.scorer = requested_to_capacity_ratio_scorer(self.resources, shape)
         else:
             raise ValueError(f"scoring strategy {self.strategy} is not supported")
-        # Only cpu/memory with the default weights can take the inlined fast path below.
-        self._fast_least = self.strategy == LEAST_ALLOCATED and \
-            [(r.name, r.weight) for r in self.resources] == [(CPU, 1), (MEMORY, 1)]
 
     # -- filter ---------------------------------------------------------------------------------
     def pre_filter(self, state: CycleState, pi: PodInfo,
@@ -104,19 +116,17 @@ class NodeResourcesFit(Plugin):
         insufficient = fits_request(req, ni, self.ignored, self.ignored_groups)
         return _status(insufficient) if insufficient else None
 
-    def filter_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
+    def filter_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> Mask | None:
         req = state.read(_PRE_FILTER_KEY) or pi.requests
-        if req.scalar:
-            return [self.filter(state, pi, ni) for ni in nodes]
-        cpu, mem, eph = req.milli_cpu, req.memory, req.ephemeral_storage
-        # One pass with the common checks inlined; only the nodes that fail take the exact path.
-        fits = [len(ni.pods) < (a := ni.allocatable).allowed_pod_number
-                and cpu <= a.milli_cpu - (u := ni.requested).milli_cpu and mem <= a.memory - u.memory
-                and eph <= a.ephemeral_storage - u.ephemeral_storage for ni in nodes]
-        if all(fits):
-            return [None] * len(nodes)
-        return [None if ok else _status(fits_request(req, ni, self.ignored, self.ignored_groups))
-                for ok, ni in zip(fits, nodes, strict=True)]
+        if req.scalar or not columns.exact or not requests_exact(req.milli_cpu, req.memory, req.ephemeral_storage):
+            return None
+        ints = columns.ints
+        fits = ints[NUM_PODS, rows] < ints[ALLOC_PODS, rows]
+        for amount, alloc, used in ((req.milli_cpu, ALLOC_CPU, REQ_CPU), (req.memory, ALLOC_MEMORY, REQ_MEMORY),
+                                    (req.ephemeral_storage, ALLOC_EPHEMERAL, REQ_EPHEMERAL)):
+            if amount > 0:
+                fits &= amount <= ints[alloc, rows] - ints[used, rows]
+        return fits
 
     # -- score ----------------------------------------------------------------------------------
     def pre_score(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> Status | None:
@@ -127,18 +137,11 @@ class NodeResourcesFit(Plugin):
         requests = state.read(_PRE_SCORE_KEY) or pod_request_list(pi, self.resources, False)
         return score_node(ni, self.resources, requests, False, self.scorer)
 
-    def score_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+    def score_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> np.ndarray | None:
         requests = state.read(_PRE_SCORE_KEY) or pod_request_list(pi, self.resources, False)
-        if not self._fast_least:
-            return [score_node(ni, self.resources, requests, False, self.scorer) for ni in nodes]
-        pcpu, pmem = requests
-        if any(not ni.allocatable.milli_cpu or not ni.allocatable.memory for ni in nodes):
-            return [score_node(ni, self.resources, requests, False, self.scorer) for ni in nodes]
-        # leastRequestedScore for cpu and memory, weights 1 and 1, inlined over the node list.
-        return [((0 if (r := (u := ni.non_zero_requested).milli_cpu + pcpu) > (c := (a := ni.allocatable).milli_cpu)
-                  else (c - r) * 100 // c)
-                 + (0 if (r := u.memory + pmem) > (c := a.memory) else (c - r) * 100 // c)) // 2
-                for ni in nodes]
+        if self.strategy == REQUESTED_TO_CAPACITY_RATIO:
+            return None
+        return columns_scores(self.strategy == MOST_ALLOCATED, self.resources, requests, False, columns, rows)
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         def node_fits(pi: PodInfo, old: Any, new: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pocketkube.api.scheduling import tolerates
+from pocketkube.scheduler.columns import UNSCHEDULABLE, Mask, NodeColumns, Rows
 from pocketkube.scheduler.framework import (
     NODE,
     UNSCHEDULED_POD,
@@ -37,10 +38,8 @@ class NodeUnschedulable(Plugin):
             return unresolvable(ERR_REASON_UNSCHEDULABLE)
         return None
 
-    def filter_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
-        if not any(ni.unschedulable for ni in nodes):
-            return [None] * len(nodes)
-        return [self.filter(state, pi, ni) for ni in nodes]
+    def filter_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> Mask:
+        return ~columns.flags[UNSCHEDULABLE, rows]
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         def node_now_schedulable(pi: PodInfo, old: Any, new: Any) -> bool:

@@ -6,6 +6,21 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from pocketkube.scheduler.columns import (
+    ALLOC_CPU,
+    ALLOC_EPHEMERAL,
+    ALLOC_MEMORY,
+    NONZERO_CPU,
+    NONZERO_MEMORY,
+    REQ_CPU,
+    REQ_EPHEMERAL,
+    REQ_MEMORY,
+    NodeColumns,
+    Rows,
+    requests_exact,
+)
 from pocketkube.scheduler.types import (
     CPU,
     EPHEMERAL_STORAGE,
@@ -170,3 +185,70 @@ def score_node(ni: NodeInfo, resources: Sequence[ResourceSpec], pod_requests_lis
         allocatable[i] = alloc
         requested[i] = req
     return scorer(requested, allocatable)
+
+
+# Where allocatable_and_requested finds each resource in the columns:
+# (allocatable, requested by the non-zero rule, requested).
+_COLUMN_FIELDS = {CPU: (ALLOC_CPU, NONZERO_CPU, REQ_CPU), MEMORY: (ALLOC_MEMORY, NONZERO_MEMORY, REQ_MEMORY),
+                  EPHEMERAL_STORAGE: (ALLOC_EPHEMERAL, REQ_EPHEMERAL, REQ_EPHEMERAL)}
+
+
+def _column_inputs(resources: Sequence[ResourceSpec], pod_requests_list: list[int], use_requested: bool,
+                   columns: NodeColumns, rows: Rows) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(allocatable, requested with the pod) of each resource at `rows`, as allocatable_and_requested
+    gives them; None when a resource has no column or a number is too large for exact arithmetic."""
+    if not columns.exact or not requests_exact(*pod_requests_list):
+        return None
+    ints = columns.ints
+    out = []
+    for spec, request in zip(resources, pod_requests_list, strict=True):
+        fields = _COLUMN_FIELDS.get(spec.name)
+        if fields is None:
+            return None
+        alloc, non_zero, requested = fields
+        out.append((ints[alloc, rows], ints[requested if use_requested else non_zero, rows] + request))
+    return out
+
+
+def columns_scores(most_allocated: bool, resources: Sequence[ResourceSpec], pod_requests_list: list[int],
+                   use_requested: bool, columns: NodeColumns, rows: Rows) -> np.ndarray | None:
+    """score_node with the least- (or most-) allocated scorer for every node at `rows`: the same integers."""
+    inputs = _column_inputs(resources, pod_requests_list, use_requested, columns, rows)
+    if inputs is None:
+        return None
+    if all(cap.all() for cap, _ in inputs):
+        # Every node has some of every resource (the usual case): no resource drops out of a node's sum.
+        total = np.zeros(len(rows), dtype=np.int64)
+        for spec, (cap, req) in zip(resources, inputs, strict=True):
+            used = np.minimum(req, cap) if most_allocated else np.maximum(cap - req, 0)
+            total += used * MAX_NODE_SCORE // cap * spec.weight
+        return total // sum(spec.weight for spec in resources)
+    node_score = np.zeros(len(rows), dtype=np.int64)
+    weight_sum = np.zeros(len(rows), dtype=np.int64)
+    for spec, (cap, req) in zip(resources, inputs, strict=True):
+        counted = cap != 0  # a resource the node has none of is left out, weight included
+        divisor = np.where(counted, cap, 1)
+        if most_allocated:
+            score = np.minimum(req, cap) * MAX_NODE_SCORE // divisor
+        else:
+            score = np.where(req > cap, 0, (cap - req) * MAX_NODE_SCORE // divisor)
+        node_score += np.where(counted, score * spec.weight, 0)
+        weight_sum += np.where(counted, spec.weight, 0)
+    return np.where(weight_sum != 0, node_score // np.where(weight_sum != 0, weight_sum, 1), 0)
+
+
+def balanced_columns_scores(resources: Sequence[ResourceSpec], pod_requests_list: list[int], columns: NodeColumns,
+                            rows: Rows) -> np.ndarray | None:
+    """score_node with balanced_scorer for every node at `rows`, for two resources every node has (the
+    same float operations, so the same integers); None otherwise."""
+    if len(resources) != 2:
+        return None
+    inputs = _column_inputs(resources, pod_requests_list, True, columns, rows)
+    if inputs is None:
+        return None
+    (cap0, req0), (cap1, req1) = inputs
+    if not (cap0.all() and cap1.all()):
+        return None
+    f0 = np.minimum(req0 / cap0, 1.0)
+    f1 = np.minimum(req1 / cap1, 1.0)
+    return ((1 - np.abs((f0 - f1) / 2)) * MAX_NODE_SCORE).astype(np.int64)

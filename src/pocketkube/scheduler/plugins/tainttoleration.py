@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pocketkube.api.scheduling import find_untolerated_taint, tolerates
+from pocketkube.scheduler.columns import HARD_TAINTS, PREFER_TAINTS, Mask, NodeColumns, Rows
 from pocketkube.scheduler.framework import (
     NODE,
     UNSCHEDULED_POD,
@@ -35,37 +38,29 @@ class TaintToleration(Plugin):
         taint = find_untolerated_taint(ni.taints, pi.spec.get("tolerations") or [])
         return None if taint is None else unresolvable(untolerated_reason(taint))
 
-    def filter_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
-        tolerations = pi.spec.get("tolerations") or []
-        out: list[Status | None] = []
-        for ni in nodes:
-            if not ni.taints:
-                out.append(None)
-                continue
-            taint = find_untolerated_taint(ni.taints, tolerations)
-            out.append(None if taint is None else unresolvable(untolerated_reason(taint)))
-        return out
+    def filter_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> Mask:
+        return ~columns.flags[HARD_TAINTS, rows]
 
     def pre_score(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         state.write(_PRE_SCORE_KEY, [t for t in pi.spec.get("tolerations") or []
                                      if (t.get("effect") or "") in ("", "PreferNoSchedule")])
         return None
 
-    def score_many(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo]) -> list[int]:
-        tolerations = state.read(_PRE_SCORE_KEY) or []
-        out = []
-        for ni in nodes:
-            count = 0
-            for taint in ni.taints:
-                if taint.get("effect") == "PreferNoSchedule" and not any(tolerates(t, taint) for t in tolerations):
-                    count += 1
-            out.append(count)
-        return out
-
     def score(self, state: CycleState, pi: PodInfo, ni: NodeInfo) -> int:
-        return self.score_many(state, pi, [ni])[0]
+        """How many PreferNoSchedule taints of the node the pod does not tolerate."""
+        tolerations = state.read(_PRE_SCORE_KEY) or []
+        return sum(1 for taint in ni.taints if taint.get("effect") == "PreferNoSchedule"
+                   and not any(tolerates(t, taint) for t in tolerations))
 
-    def normalize_score(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo], scores: list[int]) -> None:
+    def score_rows(self, state: CycleState, pi: PodInfo, columns: NodeColumns, rows: Rows) -> np.ndarray:
+        scores = np.zeros(len(rows), dtype=np.int64)
+        tainted = np.flatnonzero(columns.flags[PREFER_TAINTS, rows])
+        if len(tainted):
+            scores[tainted] = [self.score(state, pi, ni) for ni in columns.node_list(rows[tainted])]
+        return scores
+
+    def normalize_score(self, state: CycleState, pi: PodInfo, nodes: list[NodeInfo],
+                        scores: list[int] | np.ndarray) -> None:
         default_normalize_score(MAX_NODE_SCORE, True, scores)
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
