@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import orjson
 from pocketkube.api import errors
 from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import ResourceInfo
+from pocketkube.api.names import random_suffix
 from pocketkube.api.validation import validate_object_meta, validate_object_meta_update
 from pocketkube.apiserver.admission.interfaces import (
     CREATE,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 # Upstream's generateName alphabet: no vowels, no confusable characters.
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _GENERATE_NAME_TRIES = 8
 _STANDARD_FINALIZERS = ("orphan", "foregroundDeletion")
 
@@ -255,7 +254,7 @@ class Registry:
 
     @staticmethod
     def _generated_name(base: str) -> str:
-        return base[:58] + "".join(random.choice(_NAME_ALPHABET) for _ in range(5))
+        return base[:58] + random_suffix()
 
     @staticmethod
     def _check_namespace_field(info: ResourceInfo, namespace: str, meta: Obj) -> None:

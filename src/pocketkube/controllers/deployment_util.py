@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from pocketkube.api.names import SAFE_ALPHABET
+
 Obj = dict[str, Any]
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -41,8 +43,6 @@ RESUMED_REASON = "DeploymentResumed"
 MIN_AVAILABLE_REASON = "MinimumReplicasAvailable"
 MIN_UNAVAILABLE_REASON = "MinimumReplicasUnavailable"
 
-# rand.SafeEncodeString's alphabet: no vowels (no words) and no confusable characters.
-_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
 FNV32_OFFSET = 0x811C9DC5
 FNV32_PRIME = 0x01000193
 
@@ -75,7 +75,7 @@ def fnv32a(data: bytes, start: int = FNV32_OFFSET) -> int:
 
 def safe_encode_string(s: str) -> str:
     """rand.SafeEncodeString: map every byte onto the vowel-free alphabet."""
-    return "".join(_ALPHANUMS[b % len(_ALPHANUMS)] for b in s.encode())
+    return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in s.encode())
 
 
 def compute_hash(template: Obj, collision_count: int | None) -> str:

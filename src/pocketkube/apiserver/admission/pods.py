@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from typing import Any
 
 from pocketkube.api import errors
+from pocketkube.api.names import random_suffix
 
 from .interfaces import CREATE, UPDATE, AdmissionAttributes, Handler, forbidden
 from .state import ClusterState
@@ -31,7 +31,6 @@ _DEFAULT_ACCOUNT_ATTEMPTS = 10
 TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME_PREFIX = "kube-api-access-"
 # upstream's utilrand.String alphabet: no vowels (no words), no confusable characters
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # A little over an hour: kubelets refresh the token long before; upstream picks 3607 so that its
 # "stale token" warnings can tell these tokens from ones a user asked for.
 TOKEN_EXPIRATION_SECONDS = 3607
@@ -140,7 +139,7 @@ def _mount_token_volume(spec: Obj) -> None:
     name = next((v.get("name") for v in volumes if str((v or {}).get("name", "")).startswith(TOKEN_VOLUME_PREFIX)),
                 None)
     if name is None:
-        name = TOKEN_VOLUME_PREFIX + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        name = TOKEN_VOLUME_PREFIX + random_suffix()
         volumes.append(_token_volume(name))
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or []:
