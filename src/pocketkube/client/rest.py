@@ -19,6 +19,8 @@ from pocketkube.api.kinds import ResourceInfo
 
 Obj = dict[str, Any]
 DEFAULT_USER_AGENT = "pocketkube/0.1.0"
+# Connections one client keeps for requests (watches are apart and unbounded).
+REQUEST_CONNECTIONS = 32
 
 
 class APIError(Exception):
@@ -115,16 +117,23 @@ class Client:
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if config.token:
             headers["Authorization"] = f"Bearer {config.token}"
-        # No cap on connections: each watch holds one for as long as it runs, and a cap would leave the
-        # informers past it (the garbage collector watches every resource) waiting forever; client-go's
-        # transport has none either.
+        ssl_context = config.ssl_context()
+        # Requests share a bounded pool: past the bound they queue in the client, where waiting costs nothing,
+        # instead of opening ever more connections whose TLS handshakes load both ends just when the server
+        # is busiest. Watches get their own pool with no cap: each holds its connection for as long as it
+        # runs, and a cap would leave the informers past it (the garbage collector watches every resource)
+        # waiting forever.
         self._session = aiohttp.ClientSession(
             config.server, headers=headers,
-            connector=aiohttp.TCPConnector(ssl=config.ssl_context(), limit=0),
+            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=REQUEST_CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        self._watch_session = aiohttp.ClientSession(
+            config.server, headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_context, limit=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
     async def close(self) -> None:
         await self._session.close()
+        await self._watch_session.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -201,7 +210,7 @@ class Client:
                   "allowWatchBookmarks": "true" if bookmarks else None}
         query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
         path = resource_path(info, namespace)
-        async with self._session.get(f"{path}?{query}",
+        async with self._watch_session.get(f"{path}?{query}",
                                      timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30)) as resp:
             if resp.status >= 400:
                 raw = await resp.read()
