@@ -89,6 +89,12 @@ def encode_for_storage(obj: Obj) -> bytes:
     return orjson.dumps(obj)
 
 
+def as_written(stored: Obj, revision: int) -> Obj:
+    """What reading back a value just written would give (decode_kv), without encoding and decoding it again:
+    a new top-level dict and metadata, nested parts shared with `stored`."""
+    return {**stored, "metadata": {**(stored.get("metadata") or {}), "resourceVersion": str(revision)}}
+
+
 def deep_copy(obj: Obj) -> Obj:
     return orjson.loads(orjson.dumps(obj))
 
@@ -248,7 +254,7 @@ class Registry:
         except BaseException:
             await self.admission.aborted(attrs)
             raise
-        created = from_storage(info, decode_kv(kv))
+        created = from_storage(info, as_written(stored, kv.mod_revision))
         await self.admission.committed(attrs, created)
         return created
 
@@ -415,8 +421,8 @@ class Registry:
                         DELETE, info, attrs.namespace, attrs.name, None, gone, user=opts.user,
                         scratch=attrs.scratch), gone)
                     return gone
-                kv = await self.storage.update(current.key, encode_for_storage(to_storage(info, new)),
-                                               current.mod_revision)
+                stored = to_storage(info, new)
+                kv = await self.storage.update(current.key, encode_for_storage(stored), current.mod_revision)
             except BaseException:
                 await strategy.rollback_update(new, old)
                 raise
@@ -424,7 +430,7 @@ class Registry:
             await self.admission.aborted(attrs)
             raise
         await strategy.after_update(new, old)
-        updated = from_storage(info, decode_kv(kv))
+        updated = from_storage(info, as_written(stored, kv.mod_revision))
         await self.admission.committed(attrs, updated)
         return updated
 
