@@ -180,7 +180,9 @@ class Scheduler:
         self.next_start_node_index = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._events: asyncio.Queue[tuple[Obj, str, str, str]] | None = None
-        self.scheduled: list[tuple[str, str, float]] = []  # (pod key, node, e2e seconds): the benchmark reads it
+        # (pod key, node, seconds since it first entered the queue, seconds of the attempt that bound it):
+        # the benchmark reads it
+        self.scheduled: list[tuple[str, str, float, float]] = []
         self.on_bound: Callable[[PodInfo, str], None] | None = None
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -492,7 +494,8 @@ class Scheduler:
         self.cache.finish_binding(assumed)
         self.queue.done(assumed.uid)
         loop = asyncio.get_running_loop()
-        self.scheduled.append((assumed.key, host, loop.time() - (q.first_queued or start)))
+        now = loop.time()
+        self.scheduled.append((assumed.key, host, now - (q.first_queued or start), now - start))
         self.record_event(assumed.pod, "Normal", "Scheduled",
                           f"Successfully assigned {assumed.namespace}/{assumed.name} to {host}")
         fwk.run_post_bind_plugins(state, assumed, host)
