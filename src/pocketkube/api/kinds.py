@@ -15,6 +15,7 @@ SUBRESOURCE_VERBS = {
     "eviction": ("create",),
     "token": ("create",),
     "approval": ("get", "patch", "update"),
+    "ephemeralcontainers": ("get", "patch", "update"),
 }
 
 # Go package of each group's types, as named in the OpenAPI definitions (io.k8s.api.<pkg>.<version>.<Kind>).
@@ -153,7 +154,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = _in_discovery_order((
     _r("", "v1", "Namespace", "namespaces", False, short_names=("ns",), subresources=("status", "finalize"),
        verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _r("", "v1", "Pod", "pods", short_names=("po",), categories=("all",),
-       subresources=("status", "binding", "eviction")),
+       subresources=("status", "binding", "eviction", "ephemeralcontainers")),
     _r("", "v1", "Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
     _r("", "v1", "Endpoints", "endpoints", short_names=("ep",), single_name="endpoints"),
     _r("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),

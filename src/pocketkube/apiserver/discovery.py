@@ -19,6 +19,7 @@ _SUBRESOURCE_KINDS: dict[str, tuple[str, str, str] | None] = {
     "finalize": None,
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
     "approval": None,
+    "ephemeralcontainers": None,
 }
 _SUBRESOURCE_VERBS = {**SUBRESOURCE_VERBS, "finalize": ("update",)}
 # Subresources a kubelet serves (apiserver/kubeletproxy.py): (name, verbs, kind).

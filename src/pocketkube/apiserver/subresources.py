@@ -1,4 +1,4 @@
-"""Subresources: status, a CSR's approval, scale, binding, eviction, a namespace's finalize and a service
+"""Subresources: status, a CSR's approval, a pod's ephemeral containers, scale, binding, eviction, a namespace's finalize and a service
 account's token."""
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ SCALE_DEFINITION = "io.k8s.api.autoscaling.v1.Scale"
 async def handle(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.StreamResponse:
     sub = target.subresource
     method = request.method
-    # A CSR's approval is written like status: its strategy keeps only the approval conditions.
-    if sub in ("status", "approval"):
+    # A CSR's approval and a pod's ephemeral containers are written like status: the strategy keeps only
+    # what the subresource may change.
+    if sub in ("status", "approval", "ephemeralcontainers"):
         if method == "GET":
             return await handler.get(request, target)
         if method == "PUT":

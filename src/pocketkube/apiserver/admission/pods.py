@@ -16,6 +16,7 @@ from typing import Any
 
 from pocketkube.api import errors
 from pocketkube.api.names import random_suffix
+from pocketkube.apiserver.strategies.core_pods import MIRROR_POD_ANNOTATION
 
 from .interfaces import CREATE, UPDATE, AdmissionAttributes, Handler, forbidden
 from .state import ClusterState
@@ -23,7 +24,6 @@ from .state import ClusterState
 Obj = dict[str, Any]
 
 DEFAULT_SERVICE_ACCOUNT = "default"
-MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 # The default account is made by the serviceaccount controller moments after its namespace: look for it
 # this many times before refusing (other accounts are looked up once), as upstream.
 _DEFAULT_ACCOUNT_ATTEMPTS = 10

@@ -3,6 +3,7 @@ account, default tolerations, priority, LimitRange defaults) is in apiserver/adm
 
 from __future__ import annotations
 
+import copy
 from fractions import Fraction
 from typing import Any
 
@@ -14,6 +15,7 @@ from . import _fields as f
 from . import podspec
 
 _QOS_RESOURCES = ("cpu", "memory")
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 
 
 def _get(obj: Obj, *path: str) -> Any:
@@ -118,6 +120,32 @@ class PodStrategy(Strategy):
         if isinstance(new.get("spec"), dict) and isinstance(old.get("spec"), dict):
             errs += podspec.validate_pod_spec_update(new["spec"], old["spec"])
         return errs
+
+    # pods/ephemeralcontainers: how `kubectl debug` adds a container to a running pod.
+    own_subresources = frozenset({"ephemeralcontainers"})
+
+    def prepare_for_subresource_update(self, subresource: str, new: Obj, old: Obj) -> None:
+        """Only spec.ephemeralContainers changes (dropNonEphemeralContainerUpdates); a changed spec is a new
+        generation, as for any pod spec change."""
+        added = (new.get("spec") or {}).get("ephemeralContainers") if isinstance(new.get("spec"), dict) else None
+        new.clear()
+        new.update(copy.deepcopy(old))
+        spec = new.setdefault("spec", {})
+        if added:
+            spec["ephemeralContainers"] = added
+            for container in added:
+                if isinstance(container, dict):
+                    podspec.default_container(container)
+        else:
+            spec.pop("ephemeralContainers", None)
+        if spec != old.get("spec"):
+            new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
+
+    def validate_subresource_update(self, subresource: str, new: Obj, old: Obj) -> list[Cause]:
+        if MIRROR_POD_ANNOTATION in ((old.get("metadata") or {}).get("annotations") or {}):
+            return [v.forbidden("", "static pods do not support ephemeral containers")]
+        return podspec.validate_pod_spec(new.get("spec"), "spec") + podspec.validate_ephemeral_containers_update(
+            new.get("spec") or {}, old.get("spec") or {})
 
     def grace_period(self, obj: Obj, requested: int | None) -> int:
         """A pod never scheduled, or already finished, goes at once; otherwise the kubelet gets the grace."""

@@ -8,6 +8,7 @@ pkg/apis/core/validation/validation.go (ValidatePodSpec, validateContainers, val
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from pocketkube.api import validation as v
@@ -26,6 +27,9 @@ TOLERATION_OPERATORS = ["Equal", "Exists"]
 TAINT_EFFECTS = ["NoExecute", "NoSchedule", "PreferNoSchedule"]
 CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+# Container fields an ephemeral container may not set (upstream's allowedEphemeralContainerFields: false).
+EPHEMERAL_FORBIDDEN_FIELDS = ("ports", "resources", "resizePolicy", "restartPolicy", "restartPolicyRules",
+                              *PROBES, "lifecycle")
 # The volume sources a Volume may carry (exactly one).
 VOLUME_SOURCES = (
     "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs", "iscsi",
@@ -292,18 +296,18 @@ def _validate_container(c: Obj, path: str, volumes: set[str], *, kind: str) -> l
     errs.extend(_validate_resources(c.get("resources"), f"{path}.resources"))
     # Sidecars (restartable init containers) may have probes; plain init containers may not.
     sidecar = kind == "initContainers" and c.get("restartPolicy") == "Always"
+    if kind == "ephemeralContainers":
+        errs.extend(_validate_ephemeral_only(c, path))
     for probe in PROBES:
-        if c.get(probe) is None:
+        if c.get(probe) is None or kind == "ephemeralContainers":
             continue
         if kind == "initContainers" and not sidecar:
             errs.append(v.forbidden(f"{path}.{probe}", "may not be set for init containers without "
                                                         "restartPolicy=Always"))
-        elif kind == "ephemeralContainers":
-            errs.append(v.forbidden(f"{path}.{probe}", "cannot be set for an Ephemeral Container"))
         else:
             errs.extend(_validate_probe(c[probe], f"{path}.{probe}",
                                         must_succeed_once=probe != "readinessProbe"))
-    if c.get("restartPolicy") is not None and kind != "initContainers":
+    if c.get("restartPolicy") is not None and kind == "containers":  # ephemeral ones: refused above
         errs.append(v.forbidden(f"{path}.restartPolicy", "may not be set for non-init containers"))
     elif kind == "initContainers" and c.get("restartPolicy") not in (None, "Always"):
         errs.append(v.not_supported(f"{path}.restartPolicy", c["restartPolicy"], ["Always"]))
@@ -321,6 +325,41 @@ def _validate_container(c: Obj, path: str, volumes: set[str], *, kind: str) -> l
         elif mount_path in mount_paths:
             errs.append(v.invalid_value(f"{mp}.mountPath", mount_path, "must be unique"))
         mount_paths.add(mount_path)
+    return errs
+
+
+def _validate_ephemeral_only(c: Obj, path: str) -> list[Cause]:
+    """What an ephemeral container may not have: it is for debugging, never part of the workload (no ports,
+    probes, lifecycle hooks, resources or restart policy; no subPath mounts, whose bind mounts would outlive it)."""
+    errs = [v.forbidden(f"{path}.{name}", "cannot be set for an Ephemeral Container")
+            for name in EPHEMERAL_FORBIDDEN_FIELDS if c.get(name) not in (None, [], {})]
+    for j, mount in enumerate(c.get("volumeMounts") or []):
+        for name in ("subPath", "subPathExpr"):
+            if isinstance(mount, dict) and mount.get(name):
+                errs.append(v.forbidden(f"{path}.volumeMounts[{j}].{name}", "cannot be set for an Ephemeral Container"))
+    return errs
+
+
+def validate_ephemeral_containers_update(new: Obj, old: Obj) -> list[Cause]:
+    """ValidatePodEphemeralContainersUpdate's own rules: a target must be one of the pod's containers, and
+    ephemeral containers already in the pod stay exactly as they are."""
+    errs: list[Cause] = []
+    regular = {c.get("name") for kind in ("initContainers", "containers") for c in new.get(kind) or []
+               if isinstance(c, dict)}
+    added = [c for c in new.get("ephemeralContainers") or [] if isinstance(c, dict)]
+    for i, c in enumerate(added):
+        target = c.get("targetContainerName")
+        if target and target not in regular:
+            errs.append(v.not_found(f"spec.ephemeralContainers[{i}].targetContainerName", target))
+    by_name = {c.get("name"): c for c in added}
+    for existing in old.get("ephemeralContainers") or []:
+        name = existing.get("name")
+        if name not in by_name:
+            errs.append(v.forbidden("spec.ephemeralContainers", f"existing ephemeral containers {json.dumps(name)} "
+                                                                "may not be removed"))
+        elif by_name[name] != existing:
+            errs.append(v.forbidden("spec.ephemeralContainers", f"existing ephemeral containers {json.dumps(name)} "
+                                                                "may not be changed"))
     return errs
 
 
