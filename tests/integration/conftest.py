@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -28,3 +29,13 @@ def _run(cluster: Cluster) -> Iterator[Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists (pods are admitted only then); deleted after."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

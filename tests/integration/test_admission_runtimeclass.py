@@ -11,15 +11,6 @@ from cluster import Cluster
 
 
 @pytest.fixture
-def namespace(cluster: Cluster):
-    name = "rtc-" + uuid.uuid4().hex[:6]
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
-
-
-@pytest.fixture
 def runtime_class(cluster: Cluster):
     name = "sandboxed-" + uuid.uuid4().hex[:6]
     cluster.kubectl("apply", "-f", "-", input=json.dumps({

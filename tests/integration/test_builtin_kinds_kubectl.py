@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -157,14 +156,6 @@ def manifests(ns: str, tag: str) -> list[dict]:
 def write_yaml(path: Path, objects: list[dict]) -> Path:
     path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return path
-
-
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"kinds-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_api_resources_list_the_new_kinds(cluster: Cluster) -> None:

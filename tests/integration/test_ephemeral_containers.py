@@ -4,19 +4,8 @@ defaulted and kept, the rest of the pod does not change, and upstream's refusals
 from __future__ import annotations
 
 import json
-import uuid
 
-import pytest
 from cluster import Cluster
-
-
-@pytest.fixture
-def namespace(cluster: Cluster):
-    name = "eph-" + uuid.uuid4().hex[:6]
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def _create_pod(cluster: Cluster, namespace: str, name: str = "app") -> dict:
