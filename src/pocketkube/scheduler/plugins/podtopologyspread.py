@@ -124,7 +124,17 @@ def _count_cached(table: CountTable | None, ni: NodeInfo, selector: LabelSelecto
 
 
 def _has_all_keys(labels: Mapping[str, str], constraints: list[Constraint]) -> bool:
-    return all(c.topology_key in labels for c in constraints)
+    return _topology_keys(constraints) <= labels.keys()
+
+
+def _topology_keys(constraints: list[Constraint]) -> frozenset[str]:
+    return frozenset(c.topology_key for c in constraints)
+
+
+def _always_included(c: Constraint, affinity: RequiredNodeAffinity) -> bool:
+    """Whether `_included` holds for every node: nothing to honour (the common case, checked once per pod
+    instead of once per node)."""
+    return not c.honor_node_taints and (not c.honor_node_affinity or affinity.empty)
 
 
 def _included(c: Constraint, pi: PodInfo, ni: NodeInfo, affinity: RequiredNodeAffinity) -> bool:
@@ -217,12 +227,14 @@ class PodTopologySpread(Plugin):
         s = _FilterState(constraints)
         affinity = RequiredNodeAffinity(pi.spec)
         tables = [self._counts.table(c.selector, pi.namespace) for c in constraints]
+        keys = _topology_keys(constraints)
+        everywhere = [_always_included(c, affinity) for c in constraints]
         for ni in snapshot.node_info_list:
             labels = ni.labels
-            if not _has_all_keys(labels, constraints):
+            if not keys <= labels.keys():
                 continue
             for i, c in enumerate(constraints):
-                if not _included(c, pi, ni, affinity):
+                if not everywhere[i] and not _included(c, pi, ni, affinity):
                     continue
                 value = labels[c.topology_key]
                 s.match_num[i][value] = s.match_num[i].get(value, 0) + \
@@ -273,8 +285,9 @@ class PodTopologySpread(Plugin):
         ignored: set[str] = set()
         pair_counts: dict[tuple[str, str], int] = {}
         topo_size = [0] * len(constraints)
+        keys = _topology_keys(constraints)
         for ni in nodes:
-            if require_all and not _has_all_keys(ni.labels, constraints):
+            if require_all and not keys <= ni.labels.keys():
                 ignored.add(ni.name)
                 continue
             for i, c in enumerate(constraints):
@@ -292,11 +305,12 @@ class PodTopologySpread(Plugin):
         assert snapshot is not None
         affinity = RequiredNodeAffinity(pi.spec)
         tables = [self._counts.table(c.selector, pi.namespace) for c in constraints]
+        everywhere = [_always_included(c, affinity) for c in constraints]
         for ni in snapshot.node_info_list:
-            if require_all and not _has_all_keys(ni.labels, constraints):
+            if require_all and not keys <= ni.labels.keys():
                 continue
             for i, c in enumerate(constraints):
-                if not _included(c, pi, ni, affinity):
+                if not everywhere[i] and not _included(c, pi, ni, affinity):
                     continue
                 pair = (c.topology_key, ni.labels.get(c.topology_key, ""))
                 if pair in pair_counts:
