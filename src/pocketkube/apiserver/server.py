@@ -169,6 +169,8 @@ class APIServer:
                 pass
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.registry is not None:
+            await self.registry.admission.close()
         if self.kubelet_proxy is not None:
             await self.kubelet_proxy.close()
         if self.cache is not None:

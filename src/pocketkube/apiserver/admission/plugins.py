@@ -34,8 +34,8 @@ def build_chain(state: ClusterState, disabled: Iterable[str] = ()) -> AdmissionC
         "DefaultTolerationSeconds": DefaultTolerationSeconds,
         "DefaultStorageClass": lambda: DefaultStorageClass(state),
         "RuntimeClass": lambda: RuntimeClass(state),
-        "MutatingAdmissionWebhook": MutatingAdmissionWebhook,
-        "ValidatingAdmissionWebhook": ValidatingAdmissionWebhook,
+        "MutatingAdmissionWebhook": lambda: MutatingAdmissionWebhook(state),
+        "ValidatingAdmissionWebhook": lambda: ValidatingAdmissionWebhook(state),
         "ResourceQuota": lambda: ResourceQuota(state),
     }
     plugins = [factories[name]() for name in PLUGIN_NAMES if name not in off]
