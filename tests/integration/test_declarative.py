@@ -203,6 +203,21 @@ def test_apply_dry_run_server_shows_the_defaulted_object(cluster: Cluster, ns: s
     assert cluster.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/dry").status == 404
 
 
+def test_apply_a_list(cluster: Cluster, ns: str) -> None:
+    """A List (what `kubectl get -o yaml` of several objects prints) is in no OpenAPI v3 document: kubectl
+    validates it with the protobuf /openapi/v2, item by item."""
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"listed-{i}", "namespace": ns},
+              "data": {"i": str(i)}} for i in range(2)]
+    doc = {"apiVersion": "v1", "kind": "List", "items": items}
+    out = kubectl(cluster, "apply", "-f", "-", input=json.dumps(doc)).stdout
+    assert "configmap/listed-0 created" in out and "configmap/listed-1 created" in out
+    items[1]["data"] = {"i": "changed"}
+    assert "configmap/listed-1 configured" in kubectl(cluster, "apply", "-f", "-", input=json.dumps(doc)).stdout
+    items[0]["bogus"] = True
+    refused = kubectl(cluster, "apply", "--validate=strict", "-f", "-", input=json.dumps(doc), check=False)
+    assert refused.returncode != 0 and 'unknown field "bogus"' in refused.stderr
+
+
 def self_signed_pair(common_name: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

@@ -25,6 +25,7 @@ from pocketkube import KUBERNETES_VERSION
 from pocketkube.api.kinds import SUBRESOURCE_VERBS, ResourceCatalog, ResourceInfo
 from pocketkube.apiserver import schemas
 from pocketkube.apiserver.crd import openapi as crd_openapi
+from pocketkube.apiserver.openapiproto import encode_document
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 STATUS = _META + "Status"
@@ -588,6 +589,7 @@ class _Documents:
         self.resources = resources
         self.custom = [info for info in resources if info.custom is not None]
         self._v2: bytes | None = None
+        self._v2_protobuf: bytes | None = None
         self._v3: dict[str, bytes] | None = None
         self._lock = threading.Lock()
 
@@ -611,6 +613,13 @@ class _Documents:
                 paths = [p for ps in self._all_paths().values() for p in ps]
                 self._v2 = _encode(_v2_document(sorted(paths, key=lambda p: p.path), self.custom))
             return self._v2
+
+    def v2_protobuf(self) -> bytes:
+        document = self.v2()
+        with self._lock:
+            if self._v2_protobuf is None:
+                self._v2_protobuf = encode_document(orjson.loads(document))
+            return self._v2_protobuf
 
     def v3(self) -> dict[str, bytes]:
         with self._lock:
@@ -638,6 +647,11 @@ def _documents(catalog: ResourceCatalog) -> _Documents:
 def openapi_v2(catalog: ResourceCatalog) -> bytes:
     """The JSON body of ``GET /openapi/v2`` (swagger 2.0)."""
     return _documents(catalog).v2()
+
+
+def openapi_v2_protobuf(catalog: ResourceCatalog) -> bytes:
+    """The protobuf body of ``GET /openapi/v2`` (gnostic's openapi.v2.Document)."""
+    return _documents(catalog).v2_protobuf()
 
 
 def openapi_v3_index(catalog: ResourceCatalog) -> dict[str, Any]:

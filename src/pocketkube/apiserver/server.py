@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 # /cacerts is public as in k3s: joining agents fetch the CA there and check it against their token.
 _PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/cacerts")
 _AGGREGATED_DISCOVERY = "apidiscovery.k8s.io"
+# The protobuf /openapi/v2: asked for as "...spec.v2@v1.0+protobuf", answered as "...spec.v2.v1.0+protobuf"
+# ("@" is not allowed in a media type that Go's mime package parses), as kube-openapi's handler does.
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+OPENAPI_V2_PROTOBUF_PREFIX = "application/com.github.proto-openapi.spec.v2"
 _NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
@@ -338,8 +342,13 @@ class APIServer:
         return self._discovery_response(body, None)
 
     async def _openapi_v2(self, request: web.Request) -> web.Response:
-        if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
-            raise errors.not_acceptable("only application/json is served for /openapi/v2")
+        accept = request.headers.get("Accept", "")
+        if OPENAPI_V2_PROTOBUF_PREFIX in accept:
+            body = await asyncio.to_thread(openapi.openapi_v2_protobuf, self.catalog)
+            return web.Response(body=body, headers={"Content-Type": OPENAPI_V2_PROTOBUF})
+        if "protobuf" in accept and "json" not in accept and "*/*" not in accept:
+            raise errors.not_acceptable(f"only application/json and {OPENAPI_V2_PROTOBUF} are served for "
+                                        "/openapi/v2")
         body = await asyncio.to_thread(openapi.openapi_v2, self.catalog)
         return web.Response(body=body, content_type="application/json")
 
