@@ -35,6 +35,15 @@ class UserInfo:
     groups: tuple[str, ...] = ()
     uid: str = ""
 
+    def as_api(self) -> dict[str, object]:
+        """authentication.k8s.io/v1 UserInfo, as reviews and AdmissionReviews carry it."""
+        info: dict[str, object] = {"username": self.name}
+        if self.uid:
+            info["uid"] = self.uid
+        if self.groups:
+            info["groups"] = list(self.groups)
+        return info
+
 
 def _with_authenticated(groups: Iterable[str]) -> tuple[str, ...]:
     # Upstream's AuthenticatedGroupAdder: every authenticated user is in system:authenticated.

@@ -33,18 +33,9 @@ class ReviewRequest:
     authenticator: Authenticator
 
 
-def _user_info(user: UserInfo) -> Obj:
-    info: Obj = {"username": user.name}
-    if user.uid:
-        info["uid"] = user.uid
-    if user.groups:
-        info["groups"] = list(user.groups)
-    return info
-
-
 def _self_subject_review(obj: Obj, request: ReviewRequest) -> Obj:
     return {**obj, "metadata": {**obj.get("metadata", {}), "creationTimestamp": now_rfc3339()},
-            "status": {"userInfo": _user_info(request.user)}}
+            "status": {"userInfo": request.user.as_api()}}
 
 
 def _token_review(obj: Obj, request: ReviewRequest) -> Obj:
@@ -59,7 +50,7 @@ def _token_review(obj: Obj, request: ReviewRequest) -> Obj:
         if wanted:
             status["error"] = f"token audiences are invalid for the target audiences {list(wanted)}"
     else:
-        status.update(authenticated=True, user=_user_info(user), audiences=list(audiences))
+        status.update(authenticated=True, user=user.as_api(), audiences=list(audiences))
     return {**obj, "status": status}
 
 

@@ -132,24 +132,13 @@ def _request(attrs: AdmissionAttributes, request_uid: str) -> Obj:
     resource = {"group": info.group, "version": info.version, "resource": info.plural}
     request: Obj = {"uid": request_uid, "kind": kind, "resource": resource, "requestKind": kind,
                     "requestResource": resource, "name": attrs.name, "operation": attrs.operation,
-                    "userInfo": _user(attrs.user), "object": attrs.object, "oldObject": attrs.old_object,
+                    "userInfo": attrs.user.as_api() if attrs.user is not None else {}, "object": attrs.object, "oldObject": attrs.old_object,
                     "dryRun": attrs.dry_run, "options": _options(attrs)}
     if attrs.subresource:
         request["subResource"] = request["requestSubResource"] = attrs.subresource
     if attrs.namespace:
         request["namespace"] = attrs.namespace
     return request
-
-
-def _user(user: Any) -> Obj:
-    if user is None:
-        return {}
-    out: Obj = {"username": user.name}
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    return out
 
 
 _OPTION_KINDS = {CREATE: "CreateOptions", UPDATE: "UpdateOptions", DELETE: "DeleteOptions"}
