@@ -109,7 +109,7 @@ class Builder:
         self.dockerfile: Dockerfile | None = None
         self._tasks: dict[int, asyncio.Task[StageState]] = {}
         self._background: set[asyncio.Task] = set()  # compressions and cleanups off the critical path
-        self._network_warming = False
+        self._warming = False
         self._failure: BuildError | None = None
 
     async def build(self) -> BuildResult:
@@ -284,14 +284,16 @@ class Builder:
         for index in stages - {None}:
             await self._stage_state(index)
 
-    def _warm_network(self) -> None:
-        """Once steps start to run: attach the network RUN steps use, in the background, if any uses it
-        (the CNI attach then overlaps the steps before the first RUN)."""
-        if self._network_warming:
+    def _warm_up(self) -> None:
+        """Once steps start to run: detect the OCI runtime and attach the network RUN steps use, in the
+        background, if any RUN needs them (both then overlap the steps before the first RUN)."""
+        if self._warming:
             return
-        self._network_warming = True
-        if any(isinstance(step, RunStep) and step.network == "default"
-               for stage in self.plan.stages.values() for step in stage.steps):
+        self._warming = True
+        runs = [step for stage in self.plan.stages.values() for step in stage.steps if isinstance(step, RunStep)]
+        if runs:
+            self._in_background(self.run_environment.runtime())
+        if any(step.network == "default" for step in runs):
             self._in_background(self.run_environment.networks.warm())
 
     def _meta_step(self, step: MetaStep, state: StageState, missed: bool) -> bool:
@@ -324,7 +326,7 @@ class Builder:
                 created = record.created
             else:
                 missed = True
-                self._warm_network()
+                self._warm_up()
                 created = ic.timestamp()
                 slot = await self._execute(step, [] if link else state.layers, tree, entries, vertex, key, created)
                 vertex.done()
@@ -375,8 +377,7 @@ class Builder:
                        entries: list[SourceEntry], vertex: Vertex, key: str, created: str) -> LayerSlot | None:
         """Run the step on the layers ``below``; its layer (None: it changed nothing) is compressed and
         recorded in the cache in the background."""
-        chain = await in_thread(self.workspace.ensure_chain, [slot.source for slot in below])
-        sandbox = await in_thread(self.workspace.sandbox, chain)
+        sandbox = await in_thread(self._sandbox_on, below)
         try:
             stub_parents: list[str] = []
             if isinstance(step, RunStep):
@@ -393,7 +394,11 @@ class Builder:
             return None
         stats, tar = diff
         self.workspace.local_tars[stats.diff_id] = tar
-        return LayerSlot(stats.diff_id, storing=self._in_background(in_thread(self._store, tar, key, created)))
+        return LayerSlot(stats.diff_id, storing=self._in_background(in_thread(self._store, tar, stats, key, created)))
+
+    def _sandbox_on(self, below: list[LayerSlot]) -> Sandbox:
+        """A writable snapshot over the layers ``below`` (unpacked first where needed), mounted."""
+        return self.workspace.sandbox(self.workspace.ensure_chain([slot.source for slot in below]))
 
     def _diff(self, sandbox: Sandbox, stub_parents: list[str]) -> tuple[LayerStats, Path] | None:
         """The step's layer tar; the sandbox itself becomes that layer in the snapshotter (no unpack of the
@@ -409,11 +414,11 @@ class Builder:
             sandbox.commit(stats.diff_id)
         return stats, tar
 
-    def _store(self, tar: Path, key: str, created: str) -> Layer:
+    def _store(self, tar: Path, stats: LayerStats, key: str, created: str) -> Layer:
         """Compress a new layer into the content store and record it in the cache, both under the store's
         lock: a concurrent image gc must not take the blob before the record names it."""
         with self.engine.images.locked():
-            layer = store_layer(tar, self.engine.content)
+            layer = store_layer(tar, stats, self.engine.content)
             self.cache.put(key, CacheRecord(created=created, layer=layer))
         return layer
 

@@ -3,21 +3,15 @@ unpacking the next step's parent), stored gzip-compressed (OCI tar+gzip) in the 
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
-import zlib
 from pathlib import Path
 
+from pocketkube.engine.build.gzipstream import CHUNK, GzipWriter
 from pocketkube.engine.build.workspace import Sandbox
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.content import ContentStore
 from pocketkube.engine.images.store import Layer
 from pocketkube.engine.snapshots.unpack import LayerStats
-
-_CHUNK = 1 << 20
-# gzip framing (wbits 31); zlib writes mtime 0 into the header, so equal tars give equal blobs
-_GZIP_WBITS = 31
-_GZIP_LEVEL = 6
 
 
 def diff_to_tar(sandbox: Sandbox, tar: Path, empty_dir: Path) -> LayerStats | None:
@@ -28,16 +22,12 @@ def diff_to_tar(sandbox: Sandbox, tar: Path, empty_dir: Path) -> LayerStats | No
         return stats if check.read(tarfile.BLOCKSIZE).strip(b"\0") else None
 
 
-def store_layer(tar: Path, content: ContentStore) -> Layer:
-    """Compress the plain layer tar into the content store."""
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-    diff_id = hashlib.sha256()
-    size = 0
+def store_layer(tar: Path, stats: LayerStats, content: ContentStore) -> Layer:
+    """Compress the plain layer tar (its diff_id and size known from writing it) into the content store."""
     with open(tar, "rb") as source, content.writer() as blob:
-        while chunk := source.read(_CHUNK):
-            diff_id.update(chunk)
-            size += len(chunk)
-            blob.write(compressor.compress(chunk))
-        blob.write(compressor.flush())
-    return Layer(digest=blob.digest, media_type=mt.OCI_LAYER_GZIP, size=blob.size,
-                 diff_id="sha256:" + diff_id.hexdigest(), uncompressed_size=size)
+        compressed = GzipWriter(blob)
+        while chunk := source.read(CHUNK):
+            compressed.write(chunk)
+        compressed.close()
+    return Layer(digest=blob.digest, media_type=mt.OCI_LAYER_GZIP, size=blob.size, diff_id=stats.diff_id,
+                 uncompressed_size=stats.size)

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pocketkube.engine import etcfiles
@@ -41,10 +41,15 @@ class RunEnvironment:
     engine: Engine
     networks: NetworkPool
     mounts: MountPreparer
+    _detecting: asyncio.Future[OCIRuntime] | None = field(default=None, init=False)
 
-    @property
-    def runtime(self) -> OCIRuntime:
-        return self.engine.runtime  # detected on first use: a fully cached build never needs it
+    async def runtime(self) -> OCIRuntime:
+        """The engine's OCI runtime, detected on first use (a fully cached build never needs it) in a worker
+        thread: detection runs the runtime (~15 ms), which would stall the event loop and the other stages.
+        The builder asks early, so that this overlaps the steps before the first RUN."""
+        if self._detecting is None:
+            self._detecting = asyncio.ensure_future(asyncio.to_thread(lambda: self.engine.runtime))
+        return await asyncio.shield(self._detecting)
 
 
 class MountStubs:
@@ -139,7 +144,7 @@ async def run_step(environment: RunEnvironment, sandbox: Sandbox, step: RunStep,
         stack.push_async_callback(asyncio.to_thread, cgroups.remove, cgroup, kill=True)
         command = " ".join(step.args)
         try:
-            code = await _run_container(environment.runtime, cid, sandbox.directory, vertex)
+            code = await _run_container(await environment.runtime(), cid, sandbox.directory, vertex)
         except OCIRuntimeError as err:
             raise BuildError(f'process "{command}" did not complete successfully: {err}') from None
         if code != 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import re
@@ -22,7 +23,7 @@ from typing import BinaryIO
 
 from pocketkube.engine.images.content import ContentStore
 from pocketkube.engine.snapshots.diff import diff_trees, diff_upper
-from pocketkube.engine.snapshots.snapshotter import Mount, SnapshotNotFound, Snapshotter
+from pocketkube.engine.snapshots.snapshotter import Mount, SnapshotNotFound, Snapshotter, chain_ids
 from pocketkube.engine.snapshots.unpack import OVERLAY_OPAQUE_XATTR, LayerStats, is_overlay_whiteout
 
 OWNER = re.compile(r"(\d+)-[0-9a-f]+")  # a work dir's name: the building process and a token
@@ -36,10 +37,12 @@ class Sandbox:
         self.key = key
         self.directory = directory
         self.rootfs = directory / "rootfs"
+        self.committed = False
 
-    def mount(self) -> None:
+    def mount(self, mounts: list[Mount]) -> None:
+        """Mount the snapshot's ``mounts`` (what Snapshotter.prepare returned) at ``rootfs``."""
         self.rootfs.mkdir(parents=True, exist_ok=True)
-        for mount in self.snapshots.mounts(self.key):
+        for mount in mounts:
             if mount.type == "overlay":
                 _mount_volatile(mount, self.rootfs)
             else:
@@ -48,16 +51,18 @@ class Sandbox:
     def commit(self, diff_id: str) -> None:
         """Make the (unmounted) snapshot the layer ``diff_id`` of the snapshotter, in place."""
         self.snapshots.commit(self.key, diff_id)
+        self.committed = True
 
     def unmount(self) -> None:
         # not os.path.ismount: it cannot see a bind mount of a directory of the same filesystem
         Mount.unmount(self.rootfs)
 
-    @property
+    # looked up once: each lookup reads the snapshotter's index, and a snapshot's dirs never change
+    @functools.cached_property
     def upper(self) -> Path:
         return self.snapshots.upper_dir(self.key)
 
-    @property
+    @functools.cached_property
     def lowers(self) -> list[Path]:
         return self.snapshots.lower_dirs(self.key)
 
@@ -91,8 +96,9 @@ class Sandbox:
 
     def close(self) -> None:
         self.unmount()
-        with contextlib.suppress(SnapshotNotFound):
-            self.snapshots.remove(self.key)
+        if not self.committed:  # a committed snapshot is a layer now: nothing left to remove
+            with contextlib.suppress(SnapshotNotFound):
+                self.snapshots.remove(self.key)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -127,6 +133,9 @@ class Workspace:
         still being compressed has no blob yet)."""
         if not layers:
             return None
+        top = chain_ids([diff_id for diff_id, _ in layers])[-1]
+        if self.snapshots.has_layer(top):  # one index read instead of one per layer: the usual case
+            return top
 
         def opener(diff_id: str, digest: str | None) -> Callable[[], BinaryIO]:
             path = self.local_tars.get(diff_id)
@@ -143,8 +152,7 @@ class Workspace:
         name = self.new_name()
         sandbox = Sandbox(self.snapshots, f"build-{name}", self.new_dir(name))
         try:
-            self.snapshots.prepare(sandbox.key, chain, durable=False)
-            sandbox.mount()
+            sandbox.mount(self.snapshots.prepare(sandbox.key, chain, durable=False))
         except BaseException:
             sandbox.close()
             raise
