@@ -101,8 +101,11 @@ def test_bad_dockerfiles(engine_env: EngineEnv, tmp_path: Path, text: str, files
 
 def test_ctrl_c_cleans_up(engine_env: EngineEnv, tmp_path: Path) -> None:
     directory = dockerfile(tmp_path / "ctx", "FROM busybox\nRUN echo started && sleep 60\n")
+    # As typed in a terminal: a suite started in the background (`make test &`) runs with SIGINT ignored, and
+    # an ignored signal stays ignored across exec, so Ctrl-C would never reach the build.
     process = subprocess.Popen([*BUILD, "--no-cache", "-t", "interrupted:1", str(directory)], stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, POCKETKUBE_DATA_DIR=str(engine_env.data_dir)))
+                               text=True, env=dict(os.environ, POCKETKUBE_DATA_DIR=str(engine_env.data_dir)),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stderr is not None
         for output in process.stderr:
