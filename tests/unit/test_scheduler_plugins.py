@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pocketkube.scheduler.cache import Snapshot
+from pocketkube.scheduler.cache import Cache, Snapshot
 from pocketkube.scheduler.config import default_profile
 from pocketkube.scheduler.framework import (
     Code,
@@ -548,6 +548,61 @@ def test_pod_topology_spread_system_defaults() -> None:
     assert scores[1] == 100 and scores[0] < scores[1]
     # Without a Service/controller selecting it, a pod gets no default constraints.
     assert run_score(PodTopologySpread, pod(labels={"bar": ""}), nodes, existing, listers=listers) == [0, 0]
+
+
+def _brute_force_domains(cache: Cache, key: str, keys: set[str], labels: Obj, namespace: str) -> dict[str, int]:
+    """Matching pods per domain of `key`, counted the long way over every node carrying all of `keys`."""
+    out: dict[str, int] = {}
+    for ni in cache.snapshot().node_info_list:
+        if not keys <= ni.labels.keys():
+            continue
+        value = ni.labels[key]
+        out[value] = out.get(value, 0) + sum(
+            1 for p in ni.pods.values() if p.namespace == namespace and not p.terminating
+            and all(p.labels.get(k) == v for k, v in labels.items()))
+    return out
+
+
+def test_pod_topology_spread_domain_counts_follow_the_cache() -> None:
+    """The per-domain counts kept between cycles (only changed nodes recounted) equal a full count after
+    pods come and go, nodes gain or lose labels and nodes join, in random order."""
+    rng = random.Random(7)
+    cache = Cache()
+    node_objs = {f"n{i}": node(f"n{i}", labels={"zone": f"z{i % 3}", "rack": f"r{i % 5}"}) for i in range(30)}
+    for obj in node_objs.values():
+        cache.add_node(obj)
+    handle = Handle(listers=Listers(), snapshot=cache.snapshot())
+    plugin = PodTopologySpread(handle, None)
+    constraints = [spread(key="zone"), spread(2, key="rack")]
+    pods: list[Obj] = []
+    for step in range(200):
+        action = rng.random()
+        if action < 0.55 or not pods:
+            name = rng.choice(list(node_objs))
+            p = pod(f"p{step}", node_name=name, labels={"foo": ""} if rng.random() < 0.8 else {"bar": ""},
+                    namespace="default" if rng.random() < 0.9 else "other")
+            cache.add_pod(p)
+            pods.append(p)
+        elif action < 0.85:
+            cache.remove_pod(pods.pop(rng.randrange(len(pods))))
+        elif action < 0.95:
+            name = rng.choice(list(node_objs))
+            updated = node(name, labels={"zone": f"z{rng.randrange(4)}"} if rng.random() < 0.3 else
+                           {"zone": f"z{rng.randrange(4)}", "rack": f"r{rng.randrange(5)}"})
+            cache.update_node(node_objs[name], updated)
+            node_objs[name] = updated
+        else:
+            name = f"n{len(node_objs)}"
+            node_objs[name] = node(name, labels={"zone": "z9", "rack": "r9"})
+            cache.add_node(node_objs[name])
+        handle.snapshot = cache.snapshot()
+        state = CycleState()
+        pi = PodInfo(pod("new", labels={"foo": ""}, topologySpreadConstraints=constraints))
+        plugin.pre_filter(state, pi, handle.snapshot.node_info_list)
+        counted = state.read("PreFilterPodTopologySpread").match_num
+        keys = {"zone", "rack"}
+        assert counted == [_brute_force_domains(cache, "zone", keys, {"foo": ""}, "default"),
+                           _brute_force_domains(cache, "rack", keys, {"foo": ""}, "default")], step
 
 
 # --- volumes ---------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class NodeColumns:
         self.node_infos = node_infos
         self.ints = np.zeros((_INT_FIELDS, n), dtype=np.int64)
         self.flags = np.zeros((_FLAG_FIELDS, n), dtype=bool)
+        # Each row's NodeInfo.generation as last written: rows whose node or pods changed since a plugin
+        # last looked are the ones whose generation differs from what it remembers.
+        self.generation = np.zeros(n, dtype=np.int64)
         self.all_rows: Rows = np.arange(n, dtype=np.int64)
         self._inexact_rows: set[int] = set()
         for row, ni in enumerate(node_infos):
@@ -83,6 +86,7 @@ class NodeColumns:
         self.write_pods(row, ni)
 
     def write_pods(self, row: int, ni: NodeInfo) -> None:
+        self.generation[row] = ni.generation
         r, nz = ni.requested, ni.non_zero_requested
         self._store(row, slice(REQ_CPU, NUM_PODS + 1),
                     (r.milli_cpu, r.memory, r.ephemeral_storage, nz.milli_cpu, nz.memory, len(ni.pods)))

@@ -8,7 +8,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from pocketkube.api.scheduling import find_untolerated_taint
 from pocketkube.api.selectors import EQUALS, IN, LabelSelector, Requirement, SelectorError
@@ -30,6 +32,9 @@ from pocketkube.scheduler.framework import (
 from pocketkube.scheduler.plugins.helpers import RequiredNodeAffinity
 from pocketkube.scheduler.plugins.resource_allocation import go_round
 from pocketkube.scheduler.types import LABEL_HOSTNAME, LABEL_ZONE, MAX_NODE_SCORE, NodeInfo, PodInfo
+
+if TYPE_CHECKING:
+    from pocketkube.scheduler.columns import NodeColumns
 
 ERR_REASON_CONSTRAINTS_NOT_MATCH = "node(s) didn't match pod topology spread constraints"
 ERR_REASON_NODE_LABEL_NOT_MATCH = ERR_REASON_CONSTRAINTS_NOT_MATCH + " (missing required label)"
@@ -145,23 +150,79 @@ def _included(c: Constraint, pi: PodInfo, ni: NodeInfo, affinity: RequiredNodeAf
                 and find_untolerated_taint(ni.taints, pi.spec.get("tolerations") or []) is not None)
 
 
-class _FilterState:
-    __slots__ = ("constraints", "match_num", "domains")
+class _DomainCounts:
+    """Matching pods per topology domain over one snapshot's nodes, for one constraint: nodes lacking one of
+    `required` are left out, the others count under their topology value ("" when they have none). Kept
+    current by recounting only the rows whose generation changed since the last look, instead of walking
+    every node for every pod."""
 
-    def __init__(self, constraints: list[Constraint]) -> None:
+    def __init__(self, columns: NodeColumns) -> None:
+        self.columns = columns
+        n = len(columns.node_infos)
+        self.generations = np.zeros(n, dtype=np.int64)  # 0: never counted (generations start at 1)
+        self.values: list[str | None] = [None] * n
+        self.counts = [0] * n
+        self.totals: dict[str, int] = {}   # domain -> matching pods
+        self.members: dict[str, int] = {}  # domain -> nodes in it
+
+    def refresh(self, required: frozenset[str], c: Constraint, table: CountTable | None,
+                namespace: str) -> dict[str, int]:
+        columns = self.columns
+        changed = np.flatnonzero(columns.generation != self.generations)
+        infos, values, counts, totals, members = columns.node_infos, self.values, self.counts, self.totals, \
+            self.members
+        for row in changed.tolist():
+            old = values[row]
+            if old is not None:
+                totals[old] -= counts[row]
+                members[old] -= 1
+                if not members[old]:
+                    del members[old], totals[old]
+            ni = infos[row]
+            labels = ni.labels
+            if required <= labels.keys():
+                value = labels.get(c.topology_key, "")
+                count = _count_cached(table, ni, c.selector, namespace)
+                totals[value] = totals.get(value, 0) + count
+                members[value] = members.get(value, 0) + 1
+            else:
+                value, count = None, 0
+            values[row], counts[row] = value, count
+        self.generations[changed] = columns.generation[changed]
+        return totals
+
+
+class _FilterState:
+    __slots__ = ("constraints", "self_match", "match_num", "_mins")
+
+    def __init__(self, constraints: list[Constraint], pod_labels: Mapping[str, str]) -> None:
         self.constraints = constraints
+        # Whether the pod being scheduled counts in each constraint's domain once placed there.
+        self.self_match = [1 if c.selector.matches(pod_labels) else 0 for c in constraints]
         self.match_num: list[dict[str, int]] = [{} for _ in constraints]
+        # Each constraint's global minimum, computed once (Filter asks for it on every node) until a
+        # count changes.
+        self._mins: list[int | None] = [None] * len(constraints)
 
     def clone(self) -> _FilterState:
-        c = _FilterState(self.constraints)
+        c = _FilterState.__new__(_FilterState)
+        c.constraints, c.self_match = self.constraints, self.self_match
         c.match_num = [dict(m) for m in self.match_num]
+        c._mins = list(self._mins)
         return c
 
+    def add(self, i: int, value: str, delta: int) -> None:
+        self.match_num[i][value] = self.match_num[i].get(value, 0) + delta
+        self._mins[i] = None
+
     def min_match(self, i: int) -> int:
-        counts = self.match_num[i]
-        if len(counts) < self.constraints[i].min_domains:
-            return 0  # fewer domains than minDomains: the global minimum is taken as 0
-        return min(counts.values(), default=0)
+        found = self._mins[i]
+        if found is None:
+            counts = self.match_num[i]
+            # fewer domains than minDomains: the global minimum is taken as 0
+            found = 0 if len(counts) < self.constraints[i].min_domains else min(counts.values(), default=0)
+            self._mins[i] = found
+        return found
 
 
 class PodTopologySpread(Plugin):
@@ -174,6 +235,20 @@ class PodTopologySpread(Plugin):
         self.default_constraints = list(SYSTEM_DEFAULT_CONSTRAINTS) if self.system_defaulted else \
             list(self.args.get("defaultConstraints") or [])
         self._counts = _MatchCounts()
+        self._domains: OrderedDict[tuple[Any, ...], _DomainCounts] = OrderedDict()
+
+    def _domain_totals(self, required: frozenset[str], c: Constraint, namespace: str) -> dict[str, int]:
+        """Matching pods per domain of `c` over the snapshot (see _DomainCounts); never mutate the result."""
+        snapshot = self.handle.snapshot
+        assert snapshot is not None
+        key = (required, c.topology_key, namespace, c.selector)
+        entry = self._domains.get(key)
+        if entry is None or entry.columns is not snapshot.columns:
+            entry = self._domains[key] = _DomainCounts(snapshot.columns)
+            if len(self._domains) > COUNT_CACHE_SELECTORS:
+                self._domains.popitem(last=False)
+        self._domains.move_to_end(key)
+        return entry.refresh(required, c, self._counts.table(c.selector, namespace), namespace)
 
     def _constraints(self, pi: PodInfo, action: str) -> list[Constraint]:
         own = pi.spec.get("topologySpreadConstraints") or []
@@ -224,11 +299,15 @@ class PodTopologySpread(Plugin):
             return None, SKIP
         snapshot = self.handle.snapshot
         assert snapshot is not None
-        s = _FilterState(constraints)
+        s = _FilterState(constraints, pi.labels)
         affinity = RequiredNodeAffinity(pi.spec)
-        tables = [self._counts.table(c.selector, pi.namespace) for c in constraints]
         keys = _topology_keys(constraints)
         everywhere = [_always_included(c, affinity) for c in constraints]
+        if all(everywhere):
+            s.match_num = [dict(self._domain_totals(keys, c, pi.namespace)) for c in constraints]
+            state.write(_PRE_FILTER_KEY, s)
+            return None, None
+        tables = [self._counts.table(c.selector, pi.namespace) for c in constraints]
         for ni in snapshot.node_info_list:
             labels = ni.labels
             if not keys <= labels.keys():
@@ -236,9 +315,7 @@ class PodTopologySpread(Plugin):
             for i, c in enumerate(constraints):
                 if not everywhere[i] and not _included(c, pi, ni, affinity):
                     continue
-                value = labels[c.topology_key]
-                s.match_num[i][value] = s.match_num[i].get(value, 0) + \
-                    _count_cached(tables[i], ni, c.selector, pi.namespace)
+                s.add(i, labels[c.topology_key], _count_cached(tables[i], ni, c.selector, pi.namespace))
         state.write(_PRE_FILTER_KEY, s)
         return None, None
 
@@ -250,8 +327,7 @@ class PodTopologySpread(Plugin):
         for i, c in enumerate(s.constraints):
             if not _included(c, pi, ni, affinity) or not c.selector.matches(other.labels):
                 continue
-            value = ni.labels[c.topology_key]
-            s.match_num[i][value] = s.match_num[i].get(value, 0) + delta
+            s.add(i, ni.labels[c.topology_key], delta)
 
     def add_pod(self, state: CycleState, pi: PodInfo, to_add: PodInfo, ni: NodeInfo) -> None:
         self._update_with_pod(state, pi, to_add, ni, 1)
@@ -268,8 +344,7 @@ class PodTopologySpread(Plugin):
             value = labels.get(c.topology_key)
             if value is None:
                 return unresolvable(ERR_REASON_NODE_LABEL_NOT_MATCH)
-            self_match = 1 if c.selector.matches(pi.labels) else 0
-            skew = s.match_num[i].get(value, 0) + self_match - s.min_match(i)
+            skew = s.match_num[i].get(value, 0) + s.self_match[i] - s.min_match(i)
             if skew > c.max_skew:
                 return unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH)
         return None
@@ -306,6 +381,17 @@ class PodTopologySpread(Plugin):
         affinity = RequiredNodeAffinity(pi.spec)
         tables = [self._counts.table(c.selector, pi.namespace) for c in constraints]
         everywhere = [_always_included(c, affinity) for c in constraints]
+        if all(everywhere):
+            required = keys if require_all else frozenset()
+            for c in constraints:
+                if c.topology_key == LABEL_HOSTNAME:
+                    continue  # counted node by node in score
+                totals = self._domain_totals(required, c, pi.namespace)
+                for pair in pair_counts:
+                    if pair[0] == c.topology_key:
+                        pair_counts[pair] += totals.get(pair[1], 0)
+            state.write(_PRE_SCORE_KEY, (constraints, ignored, pair_counts, weights, tables))
+            return None
         for ni in snapshot.node_info_list:
             if require_all and not keys <= ni.labels.keys():
                 continue
