@@ -123,6 +123,29 @@ def test_content_mismatch_leaves_nothing(content: ContentStore) -> None:
     assert os.listdir(content.root / "ingest") == []
 
 
+def test_content_batch_publishes_blobs_together(content: ContentStore) -> None:
+    content.write_bytes(b"already here")
+    batch = content.batch()
+    with batch.writer(expected=_sha256(b"one")) as first:
+        first.write(b"one")
+    with batch.writer() as second:
+        second.write(b"already here")
+    with pytest.raises(DigestMismatch):
+        with batch.writer(expected=_sha256(b"two")) as wrong:
+            wrong.write(b"not two")
+    # Nothing is visible before publish; afterwards the new blob is, the known one is not created twice.
+    assert not content.exists(_sha256(b"one"))
+    batch.publish()
+    assert content.read_bytes(_sha256(b"one")) == b"one"
+    assert (first.created, second.created) == (True, False)
+    assert os.listdir(content.root / "ingest") == []
+    dropped = content.batch()
+    with dropped.writer() as never:
+        never.write(b"never published")
+    dropped.discard()
+    assert not content.exists(_sha256(b"never published")) and os.listdir(content.root / "ingest") == []
+
+
 def test_content_failed_stream_leaves_no_partial_blob(content: ContentStore) -> None:
     with pytest.raises(RuntimeError, match="source broke"):
         with content.writer() as w:

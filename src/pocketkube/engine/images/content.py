@@ -1,7 +1,8 @@
 """Content-addressed blob store: ``root/blobs/sha256/<hex>``, written through ``root/ingest``.
 
-A blob appears under its digest only after it has been written completely, fsynced and verified, so
-readers (other processes included) never see a partial blob.
+A blob appears under its digest only after it has been written completely, made durable (an fsync each, or
+one filesystem sync for a batch) and verified, so readers (other processes included) never see a partial
+blob.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pocketkube.fsutil import fsync_dir
+from pocketkube.fsutil import fsync_dir, syncfs
 
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _HEX_RE = re.compile(r"[a-f0-9]{64}")
@@ -53,15 +54,16 @@ class BlobWriter:
         self.size = 0
         self.created = False  # False when an identical blob was already stored
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         self._file.write(data)
         self._hash.update(data)
         self._size += len(data)
         return len(data)
 
-    def _finish(self) -> None:
+    def _finish(self, sync: bool) -> None:
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if sync:
+            os.fsync(self._file.fileno())
         self._file.close()
         self.digest = "sha256:" + self._hash.hexdigest()
         self.size = self._size
@@ -107,27 +109,42 @@ class ContentStore:
     def writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
         """Stream a blob in; on leaving the block it is verified and moved into place atomically.
         An exception inside the block (or a digest mismatch) leaves nothing behind."""
+        with self._ingesting(expected, sync=True) as (blob, temp):
+            yield blob
+        blob.created = self._publish(temp, blob.digest)
+        if blob.created:
+            fsync_dir(self._blobs)
+
+    def batch(self) -> BlobBatch:
+        """Blobs written together and made durable with one filesystem sync (a pull's layers)."""
+        return BlobBatch(self)
+
+    @contextlib.contextmanager
+    def _ingesting(self, expected: str | None, *, sync: bool) -> Iterator[tuple[BlobWriter, Path]]:
+        """A blob written into the ingest area and verified; removed again if anything fails."""
         if expected is not None:
             validate_digest(expected)
         fd, temp_name = tempfile.mkstemp(dir=self._ingest, prefix="blob-")
         temp = Path(temp_name)
         blob = BlobWriter(os.fdopen(fd, "wb"))
         try:
-            yield blob
-            blob._finish()
+            yield blob, temp
+            blob._finish(sync)
             if expected is not None and blob.digest != expected:
                 raise DigestMismatch(f"content has digest {blob.digest}, expected {expected}")
-            target = self.path(blob.digest)
-            if target.exists():
-                temp.unlink()
-            else:
-                os.rename(temp, target)
-                fsync_dir(self._blobs)
-                blob.created = True
         except BaseException:
             blob._file.close()
             temp.unlink(missing_ok=True)
             raise
+
+    def _publish(self, temp: Path, digest: str) -> bool:
+        """Move an ingested blob under its digest; False when it was there already."""
+        target = self.path(digest)
+        if target.exists():
+            temp.unlink()
+            return False
+        os.rename(temp, target)
+        return True
 
     def delete(self, digest: str) -> None:
         try:
@@ -149,3 +166,37 @@ class ContentStore:
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+class BlobBatch:
+    """Blobs written without an fsync each and published together: `publish` syncs the filesystem once, and
+    only then do the blobs appear under their digests, so a crash never leaves a name over lost data (the
+    ingest files it leaves are pruned)."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self._store = store
+        self._written: list[tuple[Path, BlobWriter]] = []
+
+    @contextlib.contextmanager
+    def writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
+        """As ContentStore.writer, but the blob is stored only by `publish`."""
+        with self._store._ingesting(expected, sync=False) as (blob, temp):
+            yield blob
+        self._written.append((temp, blob))
+
+    def publish(self) -> None:
+        """Make every blob written durable and visible (blocking: call it off the event loop)."""
+        if not self._written:
+            return
+        store = self._store
+        syncfs(store.root)
+        for temp, blob in self._written:
+            blob.created = store._publish(temp, blob.digest)
+        fsync_dir(store._blobs)
+        self._written.clear()
+
+    def discard(self) -> None:
+        """Drop the blobs written and not published."""
+        for temp, _ in self._written:
+            temp.unlink(missing_ok=True)
+        self._written.clear()

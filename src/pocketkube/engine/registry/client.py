@@ -27,7 +27,7 @@ import aiohttp
 from yarl import URL
 
 from pocketkube.engine.images import mediatypes as mt
-from pocketkube.engine.images.content import DigestMismatch
+from pocketkube.engine.images.content import BlobBatch, DigestMismatch
 from pocketkube.engine.images.reference import Reference, parse_reference
 from pocketkube.engine.images.store import Image, ImageStore, InvalidImage, media_type_of, select_manifest
 from pocketkube.engine.registry.credentials import Credentials, CredentialStore, normalize_registry
@@ -364,9 +364,16 @@ class RegistryClient:
                 status = "Already exists" if store.content.exists(layer["digest"]) else "Waiting"
                 self._emit(ProgressEvent(short_id(layer["digest"]), status))
             limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
-            await _run_all([self._download(connection, store, repository, config, scopes, limit, report=False),
-                            *(self._download(connection, store, repository, layer, scopes, limit)
-                              for layer in unique_layers)])
+            # The blobs are synced to disk together, once all have arrived, before the image names them.
+            batch = store.content.batch()
+            try:
+                await _run_all([self._download(connection, batch, store, repository, config, scopes, limit,
+                                               report=False),
+                                *(self._download(connection, batch, store, repository, layer, scopes, limit)
+                                  for layer in unique_layers)])
+                await asyncio.to_thread(batch.publish)
+            finally:
+                batch.discard()
         return self._register(store, ref, manifest, index)
 
     async def _get_manifest(self, connection: _Connection, repository: str, reference: str,
@@ -393,8 +400,9 @@ class RegistryClient:
             raise RegistryError(f"{what}: not a JSON document")
         return _Document(digest, body.get("mediaType") or header_type or media_type_of(body), data, body)
 
-    async def _download(self, connection: _Connection, store: ImageStore, repository: str, descriptor: dict,
-                        scopes: Sequence[str], limit: asyncio.Semaphore, report: bool = True) -> None:
+    async def _download(self, connection: _Connection, batch: BlobBatch, store: ImageStore, repository: str,
+                        descriptor: dict, scopes: Sequence[str], limit: asyncio.Semaphore,
+                        report: bool = True) -> None:
         digest, size = descriptor["digest"], descriptor["size"]
         if store.content.exists(digest):
             return
@@ -407,7 +415,7 @@ class RegistryClient:
             async with connection.request("GET", connection.api(f"{repository}/blobs/{digest}"), scopes=scopes,
                                           what=what) as response:
                 try:
-                    with store.content.writer(expected=digest) as writer:
+                    with batch.writer(expected=digest) as writer:
                         # Hashing and writing happen in a thread, a megabyte at a time: both release the GIL,
                         # so parallel layer downloads use every core instead of queueing on the event loop.
                         pending = bytearray()
@@ -417,13 +425,13 @@ class RegistryClient:
                                 raise RegistryError(f"{what}: more than the {size} bytes the manifest says")
                             pending += chunk
                             if len(pending) >= _WRITE_SIZE:
-                                await asyncio.to_thread(writer.write, bytes(pending))
-                                pending.clear()
+                                await asyncio.to_thread(writer.write, pending)
+                                pending = bytearray()
                             if report and (received - reported >= _PROGRESS_STEP or received == size):
                                 reported = received
                                 self._emit(ProgressEvent(event_id, "Downloading", received, size))
                         if pending:
-                            await asyncio.to_thread(writer.write, bytes(pending))
+                            await asyncio.to_thread(writer.write, pending)
                         if received != size:
                             raise RegistryError(f"{what}: got {received} bytes, the manifest says {size}")
                 except DigestMismatch as err:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pocketkube.engine.snapshots.unpack import apply_layer
-from pocketkube.fsutil import write_atomic
+from pocketkube.fsutil import syncfs, write_atomic
 
 _MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
@@ -73,7 +73,6 @@ _UNSYNCED = "unsynced_boot"  # a layer entry's key: the boot it was committed in
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.syncfs.argtypes = [ctypes.c_int]
 
 # Mounts an overlay from a child whose cwd holds the layer dirs, so lowerdir can use short relative paths
 # (a chdir in this process would move every thread).
@@ -330,7 +329,7 @@ class Snapshotter:
             unsynced = [chain for chain in index.chain(parent_chain) if _UNSYNCED in index.layers[chain]] \
                 if durable else []
         if unsynced:
-            _syncfs(self.root)  # before the index says they are synced (below)
+            syncfs(self.root)  # before the index says they are synced (below)
         work = self._new_tmp_dir()
         try:
             if self.mode == "copy" and source is not None:
@@ -569,7 +568,7 @@ class Snapshotter:
                 raise ValueError(
                     f"layer {diff_id} does not match its content, whose diff_id is {stats.diff_id}"
                 )
-            _syncfs(fs)  # the rename below must never publish a layer whose files are not on disk
+            syncfs(fs)  # the rename below must never publish a layer whose files are not on disk
             with self._index(write=True) as index:
                 if parent is not None and parent not in index.layers:
                     raise SnapshotNotFound(f"layer {parent} was removed while {chain} was unpacked onto it")
@@ -601,16 +600,6 @@ class Snapshotter:
 @functools.cache
 def _boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-
-
-def _syncfs(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _libc.syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"syncfs {path}: {os.strerror(code)}")
-    finally:
-        os.close(fd)
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
