@@ -379,6 +379,11 @@ class PodWorker:
                 running_any = await self._start_or_back_off(container, latest, policy) or running_any
         if policy != "Always" and not running_any and self._all_done(spec, policy):
             await self._finish()
+            return
+        for container in spec.get("ephemeralContainers") or []:
+            # Started once, once the pod runs (a debugger comes after the app); never restarted.
+            if not self._instances_of(container["name"]):
+                await self._start(container, None)
 
     def _all_done(self, spec: Obj, policy: str) -> bool:
         for container in spec.get("containers") or []:
@@ -567,9 +572,20 @@ class PodWorker:
             cap_add=list(capabilities.get("add") or []), cap_drop=list(capabilities.get("drop") or []),
             no_new_privileges=security.get("allowPrivilegeEscalation") is False and not privileged,
             resources=container_resources(container), network="sandbox",
-            sandbox_namespaces=ctx.runtime.container_namespaces(sandbox),
+            sandbox_namespaces={**ctx.runtime.container_namespaces(sandbox), **self._target_namespaces(container)},
             stop_timeout=self._grace(), cgroup_parent=ctx.cgroups.path(pod), log_path=str(log_path),
             manage_etc_files=False, cleanup_on_exit=False)
+
+    def _target_namespaces(self, container: Obj) -> dict[str, str]:
+        """An ephemeral container's targetContainerName: it joins that container's process namespace, so a
+        debugger sees (and can trace) the target's processes."""
+        target = container.get("targetContainerName")
+        if not target:
+            return {}
+        running = next((c for c in self._instances_of(target) if c.running and c.state.pid), None)
+        if running is None:
+            raise EnvError(f"the target container {target} is not running")
+        return {"pid": f"/proc/{running.state.pid}/ns/pid"}
 
     def _engine_name(self, name: str, restart_count: int) -> str:
         meta = self.pod["metadata"]
@@ -815,6 +831,7 @@ class PodWorker:
         seen = PodObservation(
             init_views=[self._view(c) for c in spec.get("initContainers") or []],
             views=[self._view(c) for c in spec.get("containers") or []],
+            ephemeral_views=[self._view(c) for c in spec.get("ephemeralContainers") or []],
             sandbox_ready=sandbox is not None and sandbox.network_ready and not self._terminal and not terminal,
             host_ip=self.ctx.node_ip, pod_ips=list(sandbox.ips) if sandbox else (self._final_ips or self._known_ips()),
             start_time=self._start_time_of(pod), terminal=self._terminal or terminal)

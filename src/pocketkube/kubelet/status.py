@@ -8,7 +8,7 @@ status object the API server stores and kubectl prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -265,6 +265,7 @@ class PodObservation:
     pod_ips: list[str]
     start_time: float
     terminal: bool = False        # the kubelet decided the pod is finished (or stopped it for deletion)
+    ephemeral_views: list[ContainerView] = field(default_factory=list)
 
 
 def _unready(spec: Obj, init_statuses: list[Obj], statuses: list[Obj]) -> list[str]:
@@ -347,6 +348,11 @@ def pod_status(pod: Obj, seen: PodObservation, now: float) -> Obj:
     if init_statuses:
         desired["initContainerStatuses"] = init_statuses
     desired["containerStatuses"] = statuses
+    if seen.ephemeral_views:
+        # Ephemeral containers never count for the phase or readiness; they are reported in spec order.
+        ephemeral_specs = {c["name"]: c for c in spec.get("ephemeralContainers") or []}
+        desired["ephemeralContainerStatuses"] = [
+            container_status(v, ephemeral_specs[v.name], CONTAINER_CREATING) for v in seen.ephemeral_views]
     if generation is not None:
         desired["observedGeneration"] = generation
     return desired
