@@ -119,6 +119,9 @@ class PodCgroups:
 
     def __init__(self, root: str) -> None:
         self.kubepods = f"{root.rstrip('/')}/kubepods"
+        # Pod cgroup -> the limits last written there: a pod is synced again and again, and re-creating its
+        # directories in every hierarchy and rewriting unchanged limits each time cost a good part of a sync.
+        self._applied: dict[str, Resources] = {}
 
     def path(self, pod: Obj) -> str:
         qos = qos_class(pod)
@@ -135,12 +138,24 @@ class PodCgroups:
 
     def ensure_pod(self, pod: Obj) -> str:
         path = self.path(pod)
+        resources = pod_resources(pod)
+        if self._applied.get(path) == resources and self._exists(path):
+            return path
         cgroups.ensure(path)
-        cgroups.set_limits(path, pod_resources(pod))
+        cgroups.set_limits(path, resources)
+        self._applied[path] = resources
         return path
+
+    @staticmethod
+    def _exists(path: str) -> bool:
+        """Still there (nobody removed it behind our back): its memory controller directory is."""
+        dirs = cgroups.controller_dirs(path)
+        directory = dirs.get("memory") or dirs.get(cgroups.UNIFIED)
+        return directory is not None and directory.is_dir()
 
     def remove_pod(self, pod_uid: str) -> None:
         for parent in (self.kubepods, f"{self.kubepods}/burstable", f"{self.kubepods}/besteffort"):
+            self._applied.pop(f"{parent}/pod{pod_uid}", None)
             cgroups.remove(f"{parent}/pod{pod_uid}", kill=True)
 
     def pod_uids(self) -> set[str]:
