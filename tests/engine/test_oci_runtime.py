@@ -153,6 +153,10 @@ def has_ended(pid: int) -> bool:
         return True
 
 
+def executable_of(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+
+
 def process(args: list[str], **extra) -> dict:
     return {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}, **extra}
 
@@ -247,6 +251,37 @@ async def test_lifecycle_calls(name, runtimes, running):
         await runtime.start(cid)
     with pytest.raises(ContainerNotFound):
         await runtime.pause(cid)
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+async def test_start_and_discard_ended(name, runtimes, bundle):
+    """crun's start and its delete of an ended container are done without a runtime process (the exec fifo,
+    the state directory); the runtime's view of the container must be what its own commands leave."""
+    runtime = runtimes[name]
+    cid = container_id("fifo")
+    created = await asyncio.create_subprocess_exec(
+        *runtime.command("create"), "create", "--bundle", str(bundle(cid, ["/bin/sleep", "100"])), cid,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert await created.wait() == 0
+    assert (await runtime.state(cid))["status"] == "created"
+    await runtime.start(cid)
+    assert (await runtime.state(cid))["status"] == "running"
+    pid = (await runtime.state(cid))["pid"]
+    assert executable_of(pid) == b"/bin/sleep"  # it went on to exec its command
+    with pytest.raises(OCIRuntimeError):
+        await runtime.start(cid)  # already started: the runtime's own answer
+    assert not runtime.discard_ended(cid)  # still running
+    await runtime.kill(cid, "SIGKILL")
+    await status_becomes(runtime, cid, "stopped")
+    async with asyncio.timeout(5):
+        while not has_ended(pid):
+            await asyncio.sleep(0.02)
+    if runtime.discard_ended(cid):
+        assert name == "crun"
+    else:
+        assert name == "runc"
+        await runtime.delete(cid)
+    assert await runtime.state(cid) is None and await runtime.list() == []
 
 
 # --- exec ----------------------------------------------------------------------------------------------------

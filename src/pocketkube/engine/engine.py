@@ -302,12 +302,13 @@ class Engine:
     async def _release_runtime(self, container: Container) -> None:
         # The runtime keeps a state directory per container: without one there is nothing to delete, and
         # skipping the call saves a runtime process (~3 ms) on every start and remove.
-        if (self.runtime.state_root / container.id).exists():
+        if (self.runtime.state_root / container.id).exists() and not (
+                container.state.status == "exited" and self.runtime.discard_ended(container.id)):
             try:
                 await self.runtime.delete(container.id, force=True)
             except OCIRuntimeError:
                 pass
-        if cgroups.exists(container.cgroups_path):  # the runtime's delete usually took it already
+        if cgroups.exists(container.cgroups_path):  # left by discard_ended, or a delete that failed
             await asyncio.to_thread(cgroups.remove, container.cgroups_path, kill=True)
 
     async def _release_network_and_rootfs(self, container: Container) -> None:
