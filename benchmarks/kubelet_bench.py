@@ -150,19 +150,20 @@ async def run(env: NodeCluster, rounds: list[int], idle_pods: int, idle: float) 
                   f"{round_result['pods_per_s']} pods/s; kubelet CPU {round_result['kubelet_cpu_s']} s "
                   f"(+{round_result['kubelet_children_cpu_s']} s in CNI plugins and runtime calls)", flush=True)
             await delete_pods(client, prefix)
-        await start_pods(client, env.node, "idle-", idle_pods)
-        monitors = _processes(lambda cmd: cmd[0].endswith(b"conmon") and any(data_dir in part for part in cmd))
-        idle_before = _cpu_seconds(kubelet)[0]
-        await asyncio.sleep(idle)
-        cpu = _cpu_seconds(kubelet)[0] - idle_before
-        results["idle"] = {"pods": idle_pods, "kubelet_rss_mib": round(_rss_mib(kubelet), 1),
-                           "conmon_rss_mib_total": round(sum(_rss_mib(p) for p in monitors), 1),
-                           "conmon_processes": len(monitors),
-                           "kubelet_cpu_percent": round(100 * cpu / idle, 2)}
-        print(f"idle with {idle_pods} pods: kubelet RSS {results['idle']['kubelet_rss_mib']} MiB, "
-              f"{results['idle']['kubelet_cpu_percent']} % CPU; {len(monitors)} conmon monitors, "
-              f"{results['idle']['conmon_rss_mib_total']} MiB RSS in all", flush=True)
-        await delete_pods(client, "idle-")
+        if idle_pods:  # --idle-pods 0 skips the footprint measurement
+            await start_pods(client, env.node, "idle-", idle_pods)
+            monitors = _processes(lambda cmd: cmd[0].endswith(b"conmon") and any(data_dir in part for part in cmd))
+            idle_before = _cpu_seconds(kubelet)[0]
+            await asyncio.sleep(idle)
+            cpu = _cpu_seconds(kubelet)[0] - idle_before
+            results["idle"] = {"pods": idle_pods, "kubelet_rss_mib": round(_rss_mib(kubelet), 1),
+                               "conmon_rss_mib_total": round(sum(_rss_mib(p) for p in monitors), 1),
+                               "conmon_processes": len(monitors),
+                               "kubelet_cpu_percent": round(100 * cpu / idle, 2)}
+            print(f"idle with {idle_pods} pods: kubelet RSS {results['idle']['kubelet_rss_mib']} MiB, "
+                  f"{results['idle']['kubelet_cpu_percent']} % CPU; {len(monitors)} conmon monitors, "
+                  f"{results['idle']['conmon_rss_mib_total']} MiB RSS in all", flush=True)
+            await delete_pods(client, "idle-")
     return results
 
 

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube import childprocess
 from pocketkube.engine.containers import PortMapping
 from pocketkube.engine.runtime import namespaces
 from pocketkube.network import cni
@@ -103,9 +104,8 @@ class DefaultNetwork:
 
 
 async def _iptables(*args: str, check: bool = True) -> int:
-    process = await asyncio.create_subprocess_exec(
-        cni.find_iptables(), "-w", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, stderr = await process.communicate()
+    process = await childprocess.run([cni.find_iptables(), "-w", *args])
     if check and process.returncode != 0:
-        raise cni.CNIError(None, f"iptables {' '.join(args)} failed: {stderr.decode(errors='replace').strip()}")
+        raise cni.CNIError(None, f"iptables {' '.join(args)} failed: "
+                                 f"{process.stderr.decode(errors='replace').strip()}")
     return process.returncode

@@ -8,13 +8,13 @@ the node reach each other; portmap publishes hostPorts.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pocketkube import childprocess
 from pocketkube.network.cni import CNI, CNIError, PortMapping, bridge_conflist
 
 Obj = dict[str, Any]
@@ -258,9 +258,7 @@ class PodNetwork:
 
 
 async def _iptables(*args: str, check: bool = True) -> int:
-    proc = await asyncio.create_subprocess_exec("iptables", "-w", *args, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    _, stderr = await proc.communicate()
+    proc = await childprocess.run(["iptables", "-w", *args])
     if check and proc.returncode != 0:
-        raise CNIError(None, f"iptables {' '.join(args)} failed: {stderr.decode(errors='replace').strip()}")
-    return proc.returncode or 0
+        raise CNIError(None, f"iptables {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.returncode

@@ -15,7 +15,6 @@ reports raises CNIError.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -28,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pocketkube import childprocess
 
 DEFAULT_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CNI_VERSION = "1.0.0"
@@ -407,22 +408,15 @@ def _path_with_sbin(path: str) -> str:
 
 async def _exec_plugin(executable: str, request: dict[str, Any], env: dict[str, str], *, plugin: str,
                        command: str) -> bytes:
-    proc = await asyncio.create_subprocess_exec(
-        executable, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
     try:
-        async with asyncio.timeout(PLUGIN_TIMEOUT):
-            stdout, stderr = await proc.communicate(json.dumps(request).encode())
+        proc = await childprocess.run([executable], input=json.dumps(request).encode(), env=env,
+                                      timeout=PLUGIN_TIMEOUT)
     except TimeoutError:
         raise CNIError(None, f"did not finish within {PLUGIN_TIMEOUT:.0f} s", plugin=plugin,
                        command=command) from None
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     if proc.returncode != 0:
-        raise _plugin_failure(stdout, stderr, proc.returncode, plugin=plugin, command=command)
-    return stdout
+        raise _plugin_failure(proc.stdout, proc.stderr, proc.returncode, plugin=plugin, command=command)
+    return proc.stdout
 
 
 def _plugin_failure(stdout: bytes, stderr: bytes, returncode: int, *, plugin: str, command: str) -> CNIError:
@@ -478,10 +472,8 @@ async def _delete_chain_and_jumps(tool: str, table: str, chain: str) -> None:
 
 
 async def _iptables(tool: str, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        tool, "-w", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await proc.communicate()
+    proc = await childprocess.run([tool, "-w", *args])
     if proc.returncode != 0:
         raise CNIError(None, f"{os.path.basename(tool)} {' '.join(args)} failed: "
-                             f"{stderr.decode(errors='replace').strip()}")
-    return stdout.decode()
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode()

@@ -22,6 +22,7 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube import childprocess
 from pocketkube.engine.runtime import mountns
 from pocketkube.engine.runtime.console import ConsoleSocket
 from pocketkube.engine.runtime.sealed import sealed_copy
@@ -146,18 +147,15 @@ class OCIRuntime:
     # --- simple calls ----------------------------------------------------------------------------------
 
     async def _run(self, subcommand: str, *args: str, cid: str | None = None, stdin: bytes | None = None) -> bytes:
-        process = await asyncio.create_subprocess_exec(
-            *self.command(subcommand), subcommand, *args,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stdout, stderr = await process.communicate(stdin)
+        process = await childprocess.run([*self.command(subcommand), subcommand, *args], input=stdin)
         if process.returncode != 0:
-            text = runtime_error_text(stderr) or f"{self.name} {subcommand} exited with status {process.returncode}"
+            text = (runtime_error_text(process.stderr)
+                    or f"{self.name} {subcommand} exited with status {process.returncode}")
             # Both runtimes keep one directory per container under --root: its absence is the reliable sign.
             if cid is not None and not (self.state_root / cid).exists():
                 raise ContainerNotFound(f"container {cid} does not exist ({text})")
             raise OCIRuntimeError(text)
-        return stdout
+        return process.stdout
 
     async def start(self, cid: str) -> None:
         """Lets a created container's process go on to exec its command."""
