@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Threads mostly sleep in waitpid; enough that a burst of pod starts does not queue behind itself.
 _WORKERS = 32
@@ -27,13 +30,18 @@ class Completed:
     stderr: bytes
 
 
+async def in_thread(call: Callable[[], T]) -> T:
+    """Runs a blocking call that starts or waits for a child process (subprocess.Popen or a wrapper of it,
+    communicate) in this module's workers: vfork, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+
+
 async def run(argv: Sequence[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None,
               timeout: float | None = None) -> Completed:
     """Runs argv with `input` (or nothing) on stdin and its stdout and stderr captured. A missing executable
     raises FileNotFoundError; a process still running after `timeout` seconds is killed and TimeoutError
     raised. A cancelled caller leaves the process to run to its end (or its timeout) in its thread."""
-    call = functools.partial(_run, list(argv), input, None if env is None else dict(env), timeout)
-    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+    return await in_thread(functools.partial(_run, list(argv), input, None if env is None else dict(env), timeout))
 
 
 def _run(argv: list[str], input: bytes | None, env: dict[str, str] | None, timeout: float | None) -> Completed:

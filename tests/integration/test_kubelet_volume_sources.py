@@ -21,6 +21,7 @@ from harness import bare_server, connect, create_namespace, resource
 
 from pocketkube.client.rest import Client
 from pocketkube.kubelet.volumes import VolumeError, VolumeManager, mounts
+from pocketkube.mountpoint import is_mount_point
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
@@ -89,7 +90,7 @@ async def test_configmap_volume(client: Client, manager: VolumeManager) -> None:
     ready = await manager.setup(spec)
     every = ready["all"]
     assert every.path == manager.pods_dir / spec["metadata"]["uid"] / "volumes" / "kubernetes.io~configmap" / "all"
-    assert every.read_only and not every.tmpfs and not mounts.is_mount_point(every.path)
+    assert every.read_only and not every.tmpfs and not is_mount_point(every.path)
     assert mode(every.path) == 0o777
     assert sorted(p.name for p in every.path.iterdir() if not p.name.startswith("..")) == ["app.conf", "blob", "name"]
     assert (every.path / "app.conf").read_text() == "debug=1\n" and (every.path / "blob").read_bytes() == b"\x00\x01"
@@ -110,7 +111,7 @@ async def test_secret_volume_on_tmpfs_with_fs_group(client: Client, manager: Vol
     ready = await manager.setup(spec)
     volume = ready["creds"].path
     assert volume.parent.name == "kubernetes.io~secret" and ready["creds"].tmpfs
-    assert mounts.is_mount_point(volume)
+    assert is_mount_point(volume)
     assert (volume / "user").read_text() == "admin" and (volume / "password").read_text() == "s3cret"
     # fsGroup: the group reads (the volume is read-only: no group write), directories are setgid
     for key in ("user", "password"):
@@ -118,7 +119,7 @@ async def test_secret_volume_on_tmpfs_with_fs_group(client: Client, manager: Vol
         assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o440, 2000)
     assert data_dir(volume).stat().st_mode & stat.S_ISGID and data_dir(volume).stat().st_gid == 2000
     await manager.teardown(spec["metadata"]["uid"])
-    assert not mounts.is_mount_point(volume) and not volume.exists()
+    assert not is_mount_point(volume) and not volume.exists()
 
 
 async def test_missing_and_optional_sources(client: Client, manager: VolumeManager) -> None:

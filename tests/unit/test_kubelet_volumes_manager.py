@@ -23,6 +23,7 @@ from pocketkube.kubelet.volumes import (
     subpath,
 )
 from pocketkube.kubelet.volumes.model import SourceError
+from pocketkube.mountpoint import is_mount_point
 
 MiB = 1024 * 1024
 
@@ -226,7 +227,7 @@ async def test_sub_paths(manager: VolumeManager) -> None:
     created = ready["scratch"].path / "logs" / "web"
     # made with the volume's permissions; the setgid volume root passes its group down
     assert (_mode(created), created.stat().st_gid) == (0o2777, 3000)
-    assert mounts.is_mount_point(Path(logs_mount.source))
+    assert is_mount_point(Path(logs_mount.source))
     (Path(logs_mount.source) / "out.log").write_text("hello")
     assert (created / "out.log").read_text() == "hello"
     assert _read(name_mount.source) == "web"

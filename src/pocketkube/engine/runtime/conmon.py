@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube import childprocess
 from pocketkube.engine.runtime import mountns
 from pocketkube.engine.runtime.oci import OCIRuntime, OCIRuntimeError
 
@@ -100,12 +102,12 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
     options = dict(env={**os.environ, "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,),
                    cwd=persist,  # conmon also drops its "oom" marker into its working directory
                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    process: asyncio.subprocess.Process | subprocess.Popen
+    if start_without is not None:
+        spawn = functools.partial(mountns.spawn_without_mount, start_without, argv, **options)
+    else:
+        spawn = functools.partial(subprocess.Popen, argv, **options)
     try:
-        if start_without is not None:
-            process = mountns.spawn_without_mount(start_without, argv, **options)
-        else:
-            process = await asyncio.create_subprocess_exec(*argv, **options)
+        process = await childprocess.in_thread(spawn)
     except FileNotFoundError:
         os.close(read_fd)
         raise OCIRuntimeError(f"{conmon} not found: install the Debian package conmon") from None
@@ -116,10 +118,7 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
         os.close(write_fd)
     report = await _read_line(read_fd)
     # The first conmon exits right after forking the monitor, which drops its stdio before creating.
-    if isinstance(process, subprocess.Popen):
-        output, _ = await asyncio.to_thread(process.communicate)
-    else:
-        output, _ = await process.communicate()
+    output, _ = await childprocess.in_thread(process.communicate)
     try:
         message = json.loads(report)
     except ValueError:

@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 
 from pocketkube.engine.snapshots.unpack import apply_layer
 from pocketkube.fsutil import syncfs, write_atomic
+from pocketkube.mountpoint import is_mount_point
 
 _MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
@@ -144,12 +145,7 @@ class Mount:
     def is_mounted(target: Path) -> bool:
         """Whether something is mounted at `target` (os.path.ismount misses a bind mount of a directory
         on the same filesystem, which is what copy mode mounts)."""
-        # mountinfo escapes space, tab, newline and backslash in paths: escape ours instead of every line's
-        wanted = os.fsencode(os.path.realpath(target))
-        for char in b"\\ \t\n":
-            wanted = wanted.replace(bytes([char]), b"\\%03o" % char)
-        with open("/proc/self/mountinfo", "rb") as f:
-            return any(line.split(b" ", 5)[4] == wanted for line in f)
+        return is_mount_point(target)
 
     @staticmethod
     def unmount(target: Path) -> None:

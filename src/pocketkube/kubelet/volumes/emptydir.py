@@ -10,6 +10,7 @@ from pathlib import Path
 from pocketkube.api.quantity import parse_quantity
 from pocketkube.kubelet.volumes import mounts
 from pocketkube.kubelet.volumes.model import Obj, SourceError
+from pocketkube.mountpoint import is_mount_point
 
 MEDIUM_DEFAULT = ""
 MEDIUM_MEMORY = "Memory"
@@ -26,7 +27,7 @@ def setup_dir(directory: Path) -> None:
 
 def setup_tmpfs(directory: Path, size: int | None) -> None:
     """A tmpfs at the volume's directory, mounted once (a retry or a kubelet restart finds it there)."""
-    if mounts.is_mount_point(directory):
+    if is_mount_point(directory):
         return
     setup_dir(directory)
     mounts.mount_tmpfs(directory, [f"size={size}"] if size else [])

@@ -44,6 +44,7 @@ from pocketkube.kubelet.volumes.ownership import (
 )
 from pocketkube.kubelet.volumes.projected import projected_payload
 from pocketkube.kubelet.volumes.tokens import ServiceAccountTokens
+from pocketkube.mountpoint import is_mount_point
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class VolumeManager:
         marker = self._ready_marker(uid, EMPTY_DIR, name)
         memory = (volume["emptyDir"].get("medium") or "") == emptydir.MEDIUM_MEMORY
         # Set up once: a retry or a restarted kubelet must not reset what containers did to the files.
-        if marker.exists() and (mounts.is_mount_point(directory) if memory else directory.is_dir()):
+        if marker.exists() and (is_mount_point(directory) if memory else directory.is_dir()):
             return MountedVolume(name, EMPTY_DIR, directory, tmpfs=memory)
         tmpfs = emptydir.setup_empty_dir(directory, volume["emptyDir"], pod, self._node_memory())
         set_volume_ownership(directory, pod_fs_group(pod), read_only=False)

@@ -62,6 +62,3 @@ def mount_points_under(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def is_mount_point(path: Path) -> bool:
-    path = Path(os.path.realpath(path))
-    return any(point == path for point, _ in mount_points())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pocketkube.kubelet.volumes import downward, mounts
 from pocketkube.kubelet.volumes.model import Obj, SourceError
+from pocketkube.mountpoint import is_mount_point
 
 SUBPATHS_DIR = "volume-subpaths"
 _NOFOLLOW_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -183,7 +184,7 @@ def bind_subpath(volume_path: Path, subpath: str, target: Path) -> Path:
         raise SourceError(f'subpath "{resolved}" not within volume path "{base}"')
     fd = open_within(resolved, base)
     try:
-        if mounts.is_mount_point(target):
+        if is_mount_point(target):
             if _same_file(resolved, target):
                 return target
             mounts.unmount(target)
