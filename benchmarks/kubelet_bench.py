@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -174,6 +175,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement (%(default)s)")
     args = parser.parse_args()
     rounds = [int(n) for n in args.rounds.split(",") if n]
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the cluster and its containers are torn down
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = start_node_cluster("--disable-controller-manager", "--disable-scheduler")
     env = next(cluster)
     try:
