@@ -132,15 +132,35 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
 
 
 async def _read_line(fd: int) -> bytes:
-    """One line from a pipe (the fd is consumed), b"" at EOF."""
+    """One line from a pipe (the fd is consumed, closed exactly once), b"" at EOF. Not a read-pipe transport:
+    uvloop's closes the fd a second time after the file object did, and in a process with worker threads that
+    number may already belong to someone else's newly opened file."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                os.fdopen(fd, "rb", buffering=0))
+    os.set_blocking(fd, False)
+    data = b""
     try:
-        return await reader.readline()
+        while b"\n" not in data:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                await _until_readable(loop, fd)
+                continue
+            if not chunk:
+                break
+            data += chunk
     finally:
-        transport.close()
+        os.close(fd)
+    line, newline, _ = data.partition(b"\n")
+    return line + newline
+
+
+async def _until_readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    readable = loop.create_future()
+    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    try:
+        await readable
+    finally:
+        loop.remove_reader(fd)
 
 
 def exit_status(paths: MonitorPaths, cid: str) -> tuple[int, float] | None:
