@@ -168,6 +168,11 @@ def test_env_workdir_user_readonly_caps(engine_env: EngineEnv, tmp_path: Path) -
     out = engine_env.out("run", "--rm", "-e", "A=b", "--env-file", str(env_file), "-w", "/tmp/work", "-u",
                          "nobody", "busybox", "sh", "-c", "echo $A $FROM_FILE; pwd; id -u; id -g")
     assert out.split() == ["b", "1", "/tmp/work", "65534", "65534"]
+    groups = engine_env.out("run", "--rm", "-u", "nobody", "--group-add", "1234", "--group-add", "5678", "busybox",
+                            "id", "-G")
+    assert set(groups.split()) == {"65534", "1234", "5678"}
+    unknown = engine_env.cli("run", "--rm", "--group-add", "no-such-group", "busybox", "true")
+    assert unknown.returncode != 0 and b"unable to find group no-such-group" in unknown.stderr
     readonly = engine_env.cli("run", "--rm", "--read-only", "busybox", "touch", "/x")
     assert readonly.returncode == 1 and b"Read-only file system" in readonly.stderr
     dropped = engine_env.cli("run", "--rm", "--cap-drop", "CHOWN", "busybox", "chown", "nobody", "/tmp")

@@ -273,6 +273,20 @@ def test_run_as_non_root_refuses_a_root_image(node: NodeCluster) -> None:
     assert message.startswith("container has runAsNonRoot and image will run as root")
 
 
+def test_pod_groups_join_every_process(node: NodeCluster) -> None:
+    node.apply(pod("groups", shell("c", "sleep 3600"), securityContext={
+        "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000, 5000]}))
+    node.wait_status("groups", "Running")
+    # the container's own process, and a process exec'd into it later
+    code, out = exec_in(node.data_dir, "groups", "c", ["sh", "-c", "grep -E '^(Uid|Gid|Groups)' /proc/1/status; "
+                                                                   "id -u; id -g; id -G"])
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split()[1:] == ["1000"] * 4 and lines[1].split()[1:] == ["3000"] * 4
+    assert sorted(lines[2].split()[1:]) == ["2000", "4000", "5000"]
+    assert lines[3:5] == ["1000", "3000"] and set(lines[5].split()) == {"2000", "3000", "4000", "5000"}
+
+
 def test_limits_reach_the_cgroups(node: NodeCluster) -> None:
     node.apply(pod("limited", shell("c", "sleep 3600", resources={
         "requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}})))

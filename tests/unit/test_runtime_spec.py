@@ -327,6 +327,16 @@ def test_resolve_user(rootfs, user, expected):
     assert resolve_user(rootfs, user) == expected
 
 
+@pytest.mark.parametrize(("user", "group_add", "expected"), [
+    ("alice", ["docker"], (1000, 1000, [10, 50, 999], "/home/alice")),
+    ("alice", ["50", "2000"], (1000, 1000, [10, 50, 2000], "/home/alice")),   # no duplicates; numbers as such
+    ("alice:staff", ["wheel"], (1000, 50, [10], "/home/alice")),              # added even with a group
+    ("4242:4242", ["2000", "3000"], (4242, 4242, [2000, 3000], "/")),
+])
+def test_resolve_user_group_add(rootfs, user, group_add, expected):
+    assert resolve_user(rootfs, user, group_add) == expected
+
+
 def test_resolve_user_errors(rootfs):
     with pytest.raises(UserNotFound, match="^unable to find user bob: no matching entries in passwd file$"):
         resolve_user(rootfs, "bob")
@@ -334,6 +344,10 @@ def test_resolve_user_errors(rootfs):
         resolve_user(rootfs, "alice:nogroup")
     with pytest.raises(UserNotFound, match="out of range"):
         resolve_user(rootfs, "-5")
+    with pytest.raises(GroupNotFound, match="^unable to find group nogroup: no matching entries in group file$"):
+        resolve_user(rootfs, "alice", ["nogroup"])
+    with pytest.raises(UserNotFound, match="gid -1 is out of range"):
+        resolve_user(rootfs, "alice", ["-1"])
 
 
 def test_resolve_user_never_reads_the_host(tmp_path):

@@ -66,6 +66,7 @@ class ContainerConfig:
     env: list[str] = field(default_factory=list)
     working_dir: str = ""
     user: str = ""
+    group_add: list[str] = field(default_factory=list)   # supplementary groups besides the user's own
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     tty: bool = False

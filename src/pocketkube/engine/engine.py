@@ -194,7 +194,7 @@ class Engine:
             mounts += etcfiles.write(container.directory, hostname=hostname or os.uname().nodename,
                                      ip=state.ip_address, host_network=config.network == "host")
         try:
-            uid, gid, groups, home = resolve_user(container.rootfs, config.user)
+            uid, gid, groups, home = resolve_user(container.rootfs, config.user, config.group_add)
         except ValueError as err:
             raise EngineError(str(err)) from None
         env = list(container.env)
@@ -412,7 +412,8 @@ class Engine:
         if container.state.status != "running":
             raise ContainerStateError(f"container {container.id} is not running")
         try:
-            uid, gid, groups, home = resolve_user(container.rootfs, user or container.config.user)
+            uid, gid, groups, home = resolve_user(container.rootfs, user or container.config.user,
+                                                  container.config.group_add)
         except ValueError as err:
             raise EngineError(str(err)) from None
         process = spec.Process(

@@ -101,6 +101,7 @@ def inspect_container(container: Container, *, graph: dict[str, str]) -> dict:
             "NetworkMode": network_mode,
             "PortBindings": port_bindings,
             "AutoRemove": config.auto_remove,
+            "GroupAdd": config.group_add or None,
             "CapAdd": config.cap_add or None,
             "CapDrop": config.cap_drop or None,
             "Privileged": config.privileged,

@@ -221,7 +221,8 @@ def build_config(args, image: str, command: list[str], volumes_dir: Path) -> Con
     return ContainerConfig(
         image=image, name=args.name or "", entrypoint=parse_command_override(args.entrypoint),
         command=command or None, env=parse_env(args.env, args.env_file), working_dir=args.workdir or "",
-        user=args.user or "", hostname=args.hostname or "", labels=parse_labels(args.label), tty=args.tty,
+        user=args.user or "", group_add=args.group_add, hostname=args.hostname or "",
+        labels=parse_labels(args.label), tty=args.tty,
         stdin=args.interactive, mounts=mounts, readonly_rootfs=args.read_only, privileged=args.privileged,
         cap_add=args.cap_add, cap_drop=args.cap_drop, no_new_privileges="no-new-privileges" in security,
         resources=parse_resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares, args.pids_limit,

@@ -53,6 +53,7 @@ def _container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
     p.add_argument("--pids-limit", type=int, help="tune container pids limit (-1 for unlimited)")
     p.add_argument("--read-only", action="store_true", help="mount the container's root filesystem as read only")
+    p.add_argument("--group-add", action="append", default=[], help="add additional groups to join")
     p.add_argument("--cap-add", action="append", default=[], help="add Linux capabilities")
     p.add_argument("--cap-drop", action="append", default=[], help="drop Linux capabilities")
     p.add_argument("--privileged", action="store_true", help="give extended privileges to this container")

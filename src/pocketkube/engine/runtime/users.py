@@ -3,6 +3,7 @@ with the rules runc's user package gives Docker."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,11 @@ def _checked_id(value: int, what: str) -> int:
     return value
 
 
-def resolve_user(rootfs: Path, user: str | None) -> tuple[int, int, list[int], str]:
+def resolve_user(rootfs: Path, user: str | None, group_add: Sequence[str] = ()) -> tuple[int, int, list[int], str]:
     """(uid, gid, supplementary gids, home) for "", "name", "uid", and any of those followed by ":group" or
     ":gid". Numeric ids need no passwd entry (the gid is then 0 and the home "/"). Supplementary groups come
-    from /etc/group membership, and only when no group was given explicitly."""
+    from /etc/group membership, only when no group was given explicitly, followed by `group_add` (Docker's
+    --group-add: group names or gids, always added)."""
     user_part, _, group_part = (user or "").partition(":")
     numeric_uid = _int_or_none(user_part)
     passwd = _passwd(rootfs)
@@ -103,17 +105,22 @@ def resolve_user(rootfs: Path, user: str | None) -> tuple[int, int, list[int], s
         raise UserNotFound(f"unable to find user {user_part}: no matching entries in passwd file")
     uid = _checked_id(uid, "uid")
 
-    groups = _groups(rootfs) if group_part or name else []
+    groups = _groups(rootfs) if group_part or name or group_add else []
     supplementary: list[int] = []
     if group_part:
-        named = [g for g in groups if g.name == group_part or str(g.gid) == group_part]
-        if named:
-            gid = named[0].gid
-        else:
-            numeric_gid = _int_or_none(group_part)
-            if numeric_gid is None:
-                raise GroupNotFound(f"unable to find group {group_part}: no matching entries in group file")
-            gid = numeric_gid
+        gid = _group_id(groups, group_part)
     else:
-        supplementary = list(dict.fromkeys(g.gid for g in groups if name in g.members))
-    return uid, _checked_id(gid, "gid"), supplementary, home
+        supplementary = [g.gid for g in groups if name in g.members]
+    supplementary += [_checked_id(_group_id(groups, extra), "gid") for extra in group_add]
+    return uid, _checked_id(gid, "gid"), list(dict.fromkeys(supplementary)), home
+
+
+def _group_id(groups: list[_GroupEntry], wanted: str) -> int:
+    """A group given by name or gid: its entry's gid, or the number itself when it has none."""
+    named = [g for g in groups if g.name == wanted or str(g.gid) == wanted]
+    if named:
+        return named[0].gid
+    numeric_gid = _int_or_none(wanted)
+    if numeric_gid is None:
+        raise GroupNotFound(f"unable to find group {wanted}: no matching entries in group file")
+    return numeric_gid
