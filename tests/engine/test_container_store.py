@@ -50,6 +50,25 @@ def test_names_are_claimed_resolved_and_released(tmp_path: Path) -> None:
     assert store.add(_maker("web")).id != web.id  # free again
 
 
+def test_a_refused_name_undoes_what_make_did(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    store.add(_maker("web"))
+    undone: list[str] = []
+    made: list[str] = []
+
+    def make(cid: str, directory: Path) -> Container:
+        made.append(cid)
+        return _maker("web")(cid, directory)
+
+    with pytest.raises(NameConflict):
+        store.add(make, undone.append)
+    assert undone == made and len(made) == 1
+    assert not (tmp_path / made[0]).exists()
+    with pytest.raises(ValueError, match="Invalid container name"):
+        store.add(_maker("bad name"), undone.append)
+    assert len(undone) == 2 and [c.name for c in store.list()] == ["web"]
+
+
 def test_a_link_left_by_a_crash_holds_no_name(tmp_path: Path) -> None:
     store = ContainerStore(tmp_path)
     os.symlink("f" * 64, tmp_path / ".names" / "db")  # its record was never saved

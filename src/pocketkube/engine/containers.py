@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -243,15 +243,20 @@ class ContainerStore:
                         delay = min(delay * 2, _LOCK_POLL_MAX)
                 yield
 
-    def add(self, make: callable) -> Container:
-        """Reserves a new id and unique name, then saves the record `make(id, name, directory)` returns."""
+    def add(self, make: Callable[[str, Path], Container],
+            undo: Callable[[str], object] | None = None) -> Container:
+        """Reserves a new id and unique name, then saves the record `make(id, directory)` returns; `undo(id)`
+        reverses what `make` did when the name is refused. Creations queue on the store's lock, `make`
+        included: letting them all run at once was slower here, on a burst of pod starts."""
         with self._store_lock():
             cid = secrets.token_hex(32)
             directory = self._dir(cid)
             claimed = ""
+            made = False
             directory.mkdir()
             try:
                 container = make(cid, directory)
+                made = True
                 wanted = container.name
                 if wanted:
                     if not NAME_PATTERN.match(wanted):
@@ -277,6 +282,8 @@ class ContainerStore:
                 if claimed:
                     self._release_name(claimed, cid)
                 shutil.rmtree(directory, ignore_errors=True)
+                if made and undo is not None:
+                    undo(cid)
                 raise
             return container
 

@@ -139,7 +139,7 @@ class Engine:
                 directory=directory)
 
         # In a worker thread: it waits for fsyncs, which must not hold up the other tasks of the event loop.
-        return await asyncio.to_thread(self.containers.add, make)
+        return await asyncio.to_thread(self.containers.add, make, self.snapshots.remove)
 
     # --- start ---------------------------------------------------------------------------------------
 
