@@ -237,6 +237,9 @@ def test_cgroup_lifecycle(cgroup_parent: str):
     assert {"memory", "cpu", "cpuacct", "pids", "freezer", "cpuset", "unified"} <= set(dirs)
     assert all(d.is_dir() for d in dirs.values())
     assert (dirs["cpuset"] / "c1" / "cpuset.cpus").read_text().strip()  # inherited, so tasks may join
+    cgroups.ensure(f"{pod}/deep/er")  # two levels missing below an existing one
+    assert (dirs["cpuset"] / "deep" / "er" / "cpuset.mems").read_text().strip()
+    assert (dirs["memory"] / "deep" / "er").is_dir() and (dirs["unified"] / "deep" / "er").is_dir()
 
     cgroups.set_limits(pod, Resources(memory=48 * MiB, cpu_shares=256, cpu_quota=20_000, pids_limit=30))
     assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(48 * MiB)

@@ -280,10 +280,21 @@ def pids(path: str) -> list[int]:
 # --- creating and limiting ---------------------------------------------------------------------------
 
 
+def _deepest_existing(mount: Path, relative: Path) -> tuple[Path, tuple[str, ...]]:
+    """The deepest level of `relative` that exists below `mount` already, and the parts still missing below
+    it (a pod's cgroup usually lacks only its last level)."""
+    parts = relative.parts
+    for depth in range(len(parts), -1, -1):
+        existing = mount.joinpath(*parts[:depth])
+        if existing.is_dir():
+            return existing, parts[depth:]
+    return mount, parts
+
+
 def _mkdir_cpuset(mount: Path, relative: Path) -> None:
     """A new v1 cpuset cgroup starts with no cpus and no memory nodes and refuses tasks; inherit them."""
-    current = mount
-    for part in relative.parts:
+    current, missing = _deepest_existing(mount, relative)
+    for part in missing:
         child = current / part
         child.mkdir(exist_ok=True)
         for name in ("cpuset.cpus", "cpuset.mems"):
@@ -295,8 +306,8 @@ def _mkdir_cpuset(mount: Path, relative: Path) -> None:
 def _mkdir_v2(mount: Path, relative: Path) -> None:
     """Each level hands all its controllers down, or the new cgroup could not be limited (a hybrid host's
     cgroup2 has no controllers to hand down)."""
-    current = mount
-    for part in relative.parts:
+    current, missing = _deepest_existing(mount, relative)
+    for part in missing:
         enabled = set(_read(current, "cgroup.subtree_control").split())
         for controller in _read(current, "cgroup.controllers").split():
             if controller not in enabled:
@@ -309,8 +320,11 @@ def _mkdir_v2(mount: Path, relative: Path) -> None:
 
 
 def ensure(path: str) -> None:
-    """Creates the cgroup (and its parents) in every hierarchy; existing ones are fine."""
+    """Creates the cgroup (and its parents) in every hierarchy; existing ones are fine, and the levels that
+    exist already are left as they are."""
     for hierarchy, directory in _directories(path):
+        if directory.is_dir():
+            continue
         relative = directory.relative_to(hierarchy.mount)
         if hierarchy.unified:
             _mkdir_v2(hierarchy.mount, relative)
