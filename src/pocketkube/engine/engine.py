@@ -104,9 +104,16 @@ class Engine:
                 return container.id
         return ""
 
-    def _ensure_rootfs_layers(self, image: Image) -> str | None:
-        layers = [(layer.diff_id, (lambda d=layer.digest: self.content.open(d))) for layer in image.layers]
-        return self.snapshots.ensure_layers(layers) if layers else None
+    async def _rootfs_chain(self, image: Image) -> str | None:
+        """The image's top chain ID, its layers unpacked (None: an image without layers). Usually they are
+        already, which one index read tells; only an unpack goes to a worker thread."""
+        if not image.layers:
+            return None
+        top = chain_ids([layer.diff_id for layer in image.layers])[-1]
+        if not self.snapshots.has_layer(top):
+            layers = [(layer.diff_id, (lambda d=layer.digest: self.content.open(d))) for layer in image.layers]
+            await asyncio.to_thread(self.snapshots.ensure_layers, layers)
+        return top
 
     # --- containers: create --------------------------------------------------------------------------
 
@@ -126,7 +133,7 @@ class Engine:
             config.cgroup_parent = self.cgroup_parent
         if config.ports and config.network != "default":
             raise EngineError("published ports need the default network")
-        chain = await asyncio.to_thread(self._ensure_rootfs_layers, image)
+        chain = await self._rootfs_chain(image)
         env = spec.merge_env(image_config.get("Env") or [], config.env)
 
         def make(cid: str, directory: Path) -> Container:

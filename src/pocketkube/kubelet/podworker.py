@@ -292,7 +292,7 @@ class PodWorker:
         """Sandbox with network, pod cgroup and volumes; False (with the reason recorded) when not ready."""
         ctx = self.ctx
         pod = self.pod
-        await asyncio.to_thread(ctx.cgroups.ensure_pod, pod)
+        ctx.cgroups.ensure_pod(pod)  # cgroupfs only, ~1 ms once: cheaper here than a worker thread's round trip
         if not self._sandbox_usable():
             if self.sandbox is not None:
                 # A lost sandbox (node reboot, failed setup): every container restarts in a new one.
@@ -566,12 +566,12 @@ class PodWorker:
         capabilities = (container.get("securityContext") or {}).get("capabilities") or {}
         name = container["name"]
         log_path = ctx.runtime.container_log_path(pod, name, restart_count)
-        termination_file = await asyncio.to_thread(self._prepare_files, name, restart_count, log_path)
+        termination_file, mounts = await asyncio.to_thread(self._prepare_files, container, restart_count, log_path,
+                                                           env)
         labels = {**pod_labels(pod), LABEL_CONTAINER_NAME: name, LABEL_RESTART_COUNT: str(restart_count),
                   LABEL_SANDBOX_ID: sandbox.id, LABEL_CONTAINER_HASH: container_hash(container),
                   LABEL_TERMINATION_LOG: str(termination_file),
                   LABEL_TERMINATION_POLICY: container.get("terminationMessagePolicy") or "File"}
-        mounts = await asyncio.to_thread(self._mounts, container, termination_file, env)
         privileged = bool(security.get("privileged"))
         return ContainerConfig(
             image=image, name=self._engine_name(name, restart_count), entrypoint=container.get("command") or None,
@@ -601,14 +601,17 @@ class PodWorker:
         meta = self.pod["metadata"]
         return f"k8s_{name}_{meta['name']}_{meta.get('namespace', '')}_{self.uid}_{restart_count}"
 
-    def _prepare_files(self, name: str, restart_count: int, log_path: Path) -> Path:
+    def _prepare_files(self, container: Obj, restart_count: int, log_path: Path, env: list[str]
+                       ) -> tuple[Path, list[Mount]]:
+        """The container's log directory and termination message file, and its mounts (in a worker thread:
+        file creations can take milliseconds)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        directory = self._pod_dir() / "containers" / name
+        directory = self._pod_dir() / "containers" / container["name"]
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{restart_count}"
         path.write_bytes(b"")
         os.chmod(path, 0o666)
-        return path
+        return path, self._mounts(container, path, env)
 
     def _user(self, security: Obj, container: Obj, image: str) -> str:
         """The user to run as; runAsNonRoot checked as upstream's verifyRunAsNonRoot."""
