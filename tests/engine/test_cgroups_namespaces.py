@@ -213,7 +213,8 @@ def test_user_from_the_image(runtime: Runtime, rootfs: Path, cgroup_parent: str,
                       env=[*ENV, f"HOME={home}"], uid=uid, gid=gid, additional_gids=groups)
     spec = _script_spec(rootfs, "", process=process, cgroups_path=f"{cgroup_parent}/{runtime.name}-user")
     report = _report(runtime.run(_bundle(tmp_path, spec), f"user-{secrets.token_hex(3)}"))
-    assert report["id"] == "uid=1000(app) gid=1000(app) groups=2000(extra)"  # busybox id: getgroups() only
+    # busybox id lists getgroups(): the primary group is one of them, as Docker and containerd set it
+    assert report["id"] == "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)"
     assert report["capeff"] == "0000000000000000"
     assert report["capbnd"] == _cap_mask(DEFAULT_CAPABILITIES)
     assert report["home"] == "/home/app"

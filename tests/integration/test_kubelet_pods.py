@@ -283,8 +283,12 @@ def test_pod_groups_join_every_process(node: NodeCluster) -> None:
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].split()[1:] == ["1000"] * 4 and lines[1].split()[1:] == ["3000"] * 4
-    assert sorted(lines[2].split()[1:]) == ["2000", "4000", "5000"]
+    assert sorted(lines[2].split()[1:]) == ["2000", "3000", "4000", "5000"]
     assert lines[3:5] == ["1000", "3000"] and set(lines[5].split()) == {"2000", "3000", "4000", "5000"}
+    # the identity is reported in the status, as kubelets with supplementalGroupsPolicy do
+    assert statuses(node, "groups")["c"]["user"] == {
+        "linux": {"uid": 1000, "gid": 3000, "supplementalGroups": [3000, 2000, 4000, 5000]}}
+    assert node.get("node", node.node)["status"]["features"] == {"supplementalGroupsPolicy": True}
 
 
 def test_limits_reach_the_cgroups(node: NodeCluster) -> None:

@@ -309,32 +309,34 @@ def rootfs(tmp_path: Path) -> Path:
     return root
 
 
+# The primary group comes first among the supplementary ones: a process must not be able to shed it.
 @pytest.mark.parametrize(("user", "expected"), [
-    ("", (0, 0, [10], "/root")),
-    (None, (0, 0, [10], "/root")),
-    ("root", (0, 0, [10], "/root")),
-    ("alice", (1000, 1000, [10, 50], "/home/alice")),
-    ("1000", (1000, 1000, [10, 50], "/home/alice")),
-    ("alice:staff", (1000, 50, [], "/home/alice")),       # an explicit group: no supplementary groups
-    ("alice:999", (1000, 999, [], "/home/alice")),
-    ("998:docker", (998, 999, [], "/var/lib/svc")),
-    ("1000:4242", (1000, 4242, [], "/home/alice")),      # a numeric gid needs no group entry
-    ("4242", (4242, 0, [], "/")),                         # a numeric uid needs no passwd entry
-    ("4242:50", (4242, 50, [], "/")),
-    ("svc", (998, 998, [50, 999], "/var/lib/svc")),
+    ("", (0, 0, [0, 10], "/root")),
+    (None, (0, 0, [0, 10], "/root")),
+    ("root", (0, 0, [0, 10], "/root")),
+    ("alice", (1000, 1000, [1000, 10, 50], "/home/alice")),
+    ("1000", (1000, 1000, [1000, 10, 50], "/home/alice")),
+    ("alice:staff", (1000, 50, [50], "/home/alice")),       # an explicit group: no memberships
+    ("alice:999", (1000, 999, [999], "/home/alice")),
+    ("998:docker", (998, 999, [999], "/var/lib/svc")),
+    ("1000:4242", (1000, 4242, [4242], "/home/alice")),    # a numeric gid needs no group entry
+    ("4242", (4242, 0, [0], "/")),                          # a numeric uid needs no passwd entry
+    ("4242:50", (4242, 50, [50], "/")),
+    ("svc", (998, 998, [998, 50, 999], "/var/lib/svc")),
 ])
 def test_resolve_user(rootfs, user, expected):
     assert resolve_user(rootfs, user) == expected
 
 
-@pytest.mark.parametrize(("user", "group_add", "expected"), [
-    ("alice", ["docker"], (1000, 1000, [10, 50, 999], "/home/alice")),
-    ("alice", ["50", "2000"], (1000, 1000, [10, 50, 2000], "/home/alice")),   # no duplicates; numbers as such
-    ("alice:staff", ["wheel"], (1000, 50, [10], "/home/alice")),              # added even with a group
-    ("4242:4242", ["2000", "3000"], (4242, 4242, [2000, 3000], "/")),
+@pytest.mark.parametrize(("user", "group_add", "image_groups", "expected"), [
+    ("alice", ["docker"], True, (1000, 1000, [1000, 10, 50, 999], "/home/alice")),
+    ("alice", ["50", "2000"], True, (1000, 1000, [1000, 10, 50, 2000], "/home/alice")),  # no duplicates
+    ("alice:staff", ["wheel"], True, (1000, 50, [50, 10], "/home/alice")),               # even with a group
+    ("4242:4242", ["2000", "3000"], True, (4242, 4242, [4242, 2000, 3000], "/")),
+    ("alice", ["2000"], False, (1000, 1000, [1000, 2000], "/home/alice")),  # without the image's memberships
 ])
-def test_resolve_user_group_add(rootfs, user, group_add, expected):
-    assert resolve_user(rootfs, user, group_add) == expected
+def test_resolve_user_group_add(rootfs, user, group_add, image_groups, expected):
+    assert resolve_user(rootfs, user, group_add, image_groups=image_groups) == expected
 
 
 def test_resolve_user_errors(rootfs):
@@ -353,7 +355,7 @@ def test_resolve_user_errors(rootfs):
 def test_resolve_user_never_reads_the_host(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert resolve_user(empty, "") == (0, 0, [], "/")
+    assert resolve_user(empty, "") == (0, 0, [0], "/")
     with pytest.raises(UserNotFound):
         resolve_user(empty, "root")  # the host has a root user; the image does not
 
@@ -366,4 +368,4 @@ def test_resolve_user_follows_symlinks_inside_the_rootfs_only(tmp_path):
     # absolute and escaping links both resolve inside the rootfs, never to the host's /etc
     (root / "etc" / "passwd").symlink_to("/../../../../usr/share/passwd")
     (root / "etc" / "group").symlink_to("/etc/group-missing")
-    assert resolve_user(root, "app") == (500, 500, [], "/app")
+    assert resolve_user(root, "app") == (500, 500, [500], "/app")

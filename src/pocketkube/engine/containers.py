@@ -67,6 +67,7 @@ class ContainerConfig:
     working_dir: str = ""
     user: str = ""
     group_add: list[str] = field(default_factory=list)   # supplementary groups besides the user's own
+    image_groups: bool = True                     # and those the image's /etc/group gives the user (CRI: Merge)
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     tty: bool = False
@@ -116,6 +117,9 @@ class ContainerState:
     mac_address: str = ""
     rootfs_mounted: bool = False
     netns: str = ""                  # pinned network namespace of a default-network container
+    uid: int = 0                     # the identity the process was started with: user, group and
+    gid: int = 0                     # supplementary groups (the primary group first)
+    groups: list[int] = field(default_factory=list)
 
 
 @dataclass

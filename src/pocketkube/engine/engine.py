@@ -201,7 +201,8 @@ class Engine:
             mounts += etcfiles.write(container.directory, hostname=hostname or os.uname().nodename,
                                      ip=state.ip_address, host_network=config.network == "host")
         try:
-            uid, gid, groups, home = resolve_user(container.rootfs, config.user, config.group_add)
+            uid, gid, groups, home = resolve_user(container.rootfs, config.user, config.group_add,
+                                                  image_groups=config.image_groups)
         except ValueError as err:
             raise EngineError(str(err)) from None
         env = list(container.env)
@@ -220,6 +221,7 @@ class Engine:
             cgroups_path=container.cgroups_path, resources=config.resources, privileged=config.privileged,
             sysctls=config.sysctls, shm_size=config.shm_size)
         self._ensure_workdir(container, uid, gid)
+        state.uid, state.gid, state.groups = uid, gid, groups
         document = spec.build_spec(container_spec)
         bundle = container.bundle
         (bundle / "config.json").write_text(json.dumps(document))
@@ -420,7 +422,8 @@ class Engine:
             raise ContainerStateError(f"container {container.id} is not running")
         try:
             uid, gid, groups, home = resolve_user(container.rootfs, user or container.config.user,
-                                                  container.config.group_add)
+                                                  container.config.group_add,
+                                                  image_groups=container.config.image_groups)
         except ValueError as err:
             raise EngineError(str(err)) from None
         process = spec.Process(

@@ -253,6 +253,8 @@ class NodeStatus:
             "addresses": [{"type": "InternalIP", "address": cfg.ip}, {"type": "Hostname", "address": cfg.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
             "nodeInfo": node_info(cfg.runtime_version),
+            # the runtime honours supplementalGroupsPolicy (Strict), so the scheduler may place such pods here
+            "features": {"supplementalGroupsPolicy": True},
         }
 
     async def register(self) -> Obj:

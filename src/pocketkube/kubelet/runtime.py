@@ -261,7 +261,8 @@ class Runtime:
             container_id=ID_PREFIX + container.id, state="exited", restart_count=int(labels.get(LABEL_RESTART_COUNT,
                                                                                                   0)),
             image=normalize_image(container.image), image_id=image_id(image, container.image_id),
-            started_at=state.started_at, finished_at=state.finished_at, exit_code=state.exit_code)
+            started_at=state.started_at, finished_at=state.finished_at, exit_code=state.exit_code,
+            user=(state.uid, state.gid, list(state.groups)) if state.groups else None)
         if container.running:
             instance.state = "running"
         elif state.status == "created" and not state.error:

@@ -114,6 +114,7 @@ class InstanceState:
     reason: str = ""             # for exited instances: Completed, Error, OOMKilled, ContainerCannotRun
     message: str = ""
     signal: int = 0
+    user: tuple[int, int, list[int]] | None = None  # uid, gid, supplementary gids its process started with
 
 
 @dataclass
@@ -182,6 +183,9 @@ def container_status(view: ContainerView, spec: Obj, default_waiting: str) -> Ob
         mounts.append(mount)
     if mounts:
         status["volumeMounts"] = mounts
+    if latest is not None and latest.user is not None:
+        uid, gid, groups = latest.user
+        status["user"] = {"linux": {"uid": uid, "gid": gid, "supplementalGroups": list(groups)}}
     return status
 
 

@@ -82,11 +82,14 @@ def _checked_id(value: int, what: str) -> int:
     return value
 
 
-def resolve_user(rootfs: Path, user: str | None, group_add: Sequence[str] = ()) -> tuple[int, int, list[int], str]:
+def resolve_user(rootfs: Path, user: str | None, group_add: Sequence[str] = (), *,
+                 image_groups: bool = True) -> tuple[int, int, list[int], str]:
     """(uid, gid, supplementary gids, home) for "", "name", "uid", and any of those followed by ":group" or
-    ":gid". Numeric ids need no passwd entry (the gid is then 0 and the home "/"). Supplementary groups come
-    from /etc/group membership, only when no group was given explicitly, followed by `group_add` (Docker's
-    --group-add: group names or gids, always added)."""
+    ":gid". Numeric ids need no passwd entry (the gid is then 0 and the home "/"). The supplementary groups
+    are the primary group itself (so that a process cannot shed it: a group denied access stays denied, as
+    Docker and containerd set it since CVE-2022-36109 / CVE-2023-25173), then the groups /etc/group lists
+    the user in when no group was given explicitly (unless `image_groups` is False: Kubernetes'
+    supplementalGroupsPolicy Strict), then `group_add` (Docker's --group-add: group names or gids)."""
     user_part, _, group_part = (user or "").partition(":")
     numeric_uid = _int_or_none(user_part)
     passwd = _passwd(rootfs)
@@ -106,13 +109,14 @@ def resolve_user(rootfs: Path, user: str | None, group_add: Sequence[str] = ()) 
     uid = _checked_id(uid, "uid")
 
     groups = _groups(rootfs) if group_part or name or group_add else []
-    supplementary: list[int] = []
+    members: list[int] = []
     if group_part:
         gid = _group_id(groups, group_part)
-    else:
-        supplementary = [g.gid for g in groups if name in g.members]
-    supplementary += [_checked_id(_group_id(groups, extra), "gid") for extra in group_add]
-    return uid, _checked_id(gid, "gid"), list(dict.fromkeys(supplementary)), home
+    elif image_groups:
+        members = [g.gid for g in groups if name in g.members]
+    gid = _checked_id(gid, "gid")
+    added = [_checked_id(_group_id(groups, extra), "gid") for extra in group_add]
+    return uid, gid, list(dict.fromkeys([gid, *members, *added])), home
 
 
 def _group_id(groups: list[_GroupEntry], wanted: str) -> int:
