@@ -112,6 +112,9 @@ class Runtime:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._pull_locks: dict[str, asyncio.Lock] = {}
         self._container_locks: dict[str, asyncio.Lock] = {}
+        # container id -> its imageID, found once (as CRI runtimes record it at creation): every status
+        # report needs it, and finding it reads the image store's files
+        self._image_refs: dict[str, str] = {}
 
     # --- sandboxes -----------------------------------------------------------------------------------
 
@@ -212,6 +215,7 @@ class Runtime:
             except ContainerNotFound:
                 pass
         self._container_locks.pop(container.id, None)
+        self._image_refs.pop(container.id, None)
         _remove_files(container)
 
     async def wait_exit(self, container_id: str) -> None:
@@ -256,11 +260,10 @@ class Runtime:
     def instance_state(self, container: Container) -> InstanceState:
         state = container.state
         labels = container.config.labels
-        image = self.engine.images.resolve(container.image_id) if container.image_id else None
         instance = InstanceState(
             container_id=ID_PREFIX + container.id, state="exited", restart_count=int(labels.get(LABEL_RESTART_COUNT,
                                                                                                   0)),
-            image=normalize_image(container.image), image_id=image_id(image, container.image_id),
+            image=normalize_image(container.image), image_id=self._image_ref(container),
             started_at=state.started_at, finished_at=state.finished_at, exit_code=state.exit_code,
             user=(state.uid, state.gid, list(state.groups)) if state.groups else None)
         if container.running:
@@ -276,6 +279,16 @@ class Runtime:
             instance.reason = "OOMKilled" if state.oom_killed else ("Completed" if state.exit_code == 0 else "Error")
             instance.message = termination_message(container)
         return instance
+
+    def _image_ref(self, container: Container) -> str:
+        known = self._image_refs.get(container.id)
+        if known is None:
+            try:
+                image = self.engine.images.resolve(container.image_id) if container.image_id else None
+            except ImageNotFound:  # removed since: what the record says is all there is
+                image = None
+            known = self._image_refs[container.id] = image_id(image, container.image_id)
+        return known
 
     # --- images --------------------------------------------------------------------------------------
 
