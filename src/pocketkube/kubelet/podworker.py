@@ -108,8 +108,7 @@ def default_pull_policy(image: str) -> str:
 
 def pod_groups(pod: Obj) -> list[str]:
     """Groups every process of the pod joins besides its user's own (upstream's effective security context:
-    fsGroup, then supplementalGroups); the image's /etc/group memberships join them unless the pod's
-    supplementalGroupsPolicy is Strict."""
+    fsGroup, then supplementalGroups)."""
     security = (pod.get("spec") or {}).get("securityContext") or {}
     groups = [security["fsGroup"]] if security.get("fsGroup") is not None else []
     return [str(group) for group in [*groups, *(security.get("supplementalGroups") or [])]]
@@ -576,11 +575,11 @@ class PodWorker:
         return ContainerConfig(
             image=image, name=self._engine_name(name, restart_count), entrypoint=container.get("command") or None,
             command=container.get("args") or None, env=env, working_dir=container.get("workingDir") or "",
+            # the image's /etc/group memberships join too, unless supplementalGroupsPolicy is Strict
             user=user, group_add=pod_groups(pod),
             image_groups=(spec.get("securityContext") or {}).get("supplementalGroupsPolicy") != "Strict",
-            labels=labels, tty=bool(container.get("tty")),
-            stdin=bool(container.get("stdin")),
-            mounts=mounts, readonly_rootfs=bool(security.get("readOnlyRootFilesystem")), privileged=privileged,
+            labels=labels, tty=bool(container.get("tty")), stdin=bool(container.get("stdin")), mounts=mounts,
+            readonly_rootfs=bool(security.get("readOnlyRootFilesystem")), privileged=privileged,
             cap_add=list(capabilities.get("add") or []), cap_drop=list(capabilities.get("drop") or []),
             no_new_privileges=security.get("allowPrivilegeEscalation") is False and not privileged,
             resources=container_resources(container), network="sandbox",
