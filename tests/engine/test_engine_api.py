@@ -23,7 +23,7 @@ from engine_harness import POCKETKUBE, EngineEnv
 from pocketkube.engine.containers import ContainerConfig
 from pocketkube.engine.engine import Engine
 from pocketkube.engine.images.store import Layer
-from pocketkube.engine.runtime import conmon
+from pocketkube.engine.runtime import conmon, favordynmods
 from pocketkube.engine.snapshots.unpack import UnsafeLayer
 
 
@@ -131,6 +131,37 @@ async def test_sandbox_shares_network_uts_and_ipc(engine_env: EngineEnv) -> None
                 await engine.remove(container.id, force=True)
         engine.remove_sandbox(sandbox)
     assert not (engine.run_root / "sandboxes" / sandbox).exists()
+
+
+async def _run_true(engine: Engine) -> None:
+    container = await engine.create(ContainerConfig(image="busybox", command=["/bin/true"], network="none",
+                                                    cleanup_on_exit=False))
+    try:
+        await engine.start(container.id)
+        assert (await engine.wait(container.id, timeout=30)).state.exit_code == 0
+    finally:
+        await engine.remove(container.id, force=True)
+
+
+async def test_cgroup_favordynmods_setting(engine_env: EngineEnv) -> None:
+    """"off" leaves the host's cgroup2 option as it is; "on", the default, turns it on at the first start and
+    keeps the mount's other options (the session fixture puts the host's own setting back afterwards)."""
+    before = favordynmods.cgroup2_mount()
+    assert before is not None, "this test machine has a cgroup2 mount"
+    assert favordynmods.set_favordynmods(False)
+    settings_file = engine_env.data_dir / "engine.json"
+    saved = settings_file.read_text()
+    try:
+        settings_file.write_text(json.dumps({**engine_env.settings, "cgroup-favordynmods": "off"}))
+        await _run_true(Engine(engine_env.data_dir))
+        assert not favordynmods.cgroup2_mount().favors_dynmods
+    finally:
+        settings_file.write_text(saved)
+    await _run_true(Engine(engine_env.data_dir))
+    after = favordynmods.cgroup2_mount()
+    assert after.favors_dynmods
+    assert after.mount_options == before.mount_options
+    assert set(after.super_options) - {"favordynmods"} == set(before.super_options) - {"favordynmods"}
 
 
 async def test_recover_marks_lost_containers_and_removes_orphans(engine_env: EngineEnv) -> None:

@@ -2,7 +2,10 @@
 opens the data directory (CLI, server, conmon's exit command) then agrees on them.
 
     {"runtime": "crun", "cgroup-parent": "/pocketkube", "bridge": "pk0", "subnet": "10.88.0.0/16",
-     "snapshotter": "overlay"}
+     "snapshotter": "overlay", "cgroup-favordynmods": "on"}
+
+cgroup-favordynmods "on" lets the engine turn on the host's cgroup2 option that makes moving a process into
+a cgroup cheap (runtime/favordynmods.py); "off" leaves the host's setting alone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class EngineSettings:
     cgroup_parent: str = "/pocketkube"
     bridge: str = "pk0"
     subnet: str = "10.88.0.0/16"
+    cgroup_favordynmods: str = "on"
 
     @classmethod
     def load(cls, data_dir: Path) -> EngineSettings:
@@ -53,6 +57,8 @@ class EngineSettings:
             raise SettingsError(f"{source}: runtime must be auto, runc or crun")
         if self.snapshotter not in ("auto", "overlay", "copy"):
             raise SettingsError(f"{source}: snapshotter must be auto, overlay or copy")
+        if self.cgroup_favordynmods not in ("on", "off"):
+            raise SettingsError(f"{source}: cgroup-favordynmods must be on or off")
         if not self.cgroup_parent.startswith("/"):
             raise SettingsError(f"{source}: cgroup-parent must be an absolute cgroup path")
         if not re.fullmatch(r"[a-zA-Z0-9_.-]{1,15}", self.bridge):
