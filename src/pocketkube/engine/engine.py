@@ -329,7 +329,9 @@ class Engine:
                                       ports=bool(container.config.ports))
             state.netns = ""
         if SnapshotMount.is_mounted(container.rootfs):
-            SnapshotMount.unmount(container.rootfs)
+            # In a worker thread, beside the cgroup removal: unmounting an overlay syncs its upper filesystem
+            # (~2 ms here), which need not hold up the event loop.
+            await asyncio.to_thread(SnapshotMount.unmount, container.rootfs)
         state.rootfs_mounted = False
 
     # --- stop, kill, wait, remove --------------------------------------------------------------------
@@ -395,11 +397,12 @@ class Engine:
         async with self.containers.locked(container.id):
             await self._teardown(container)
             snapshot_files = await asyncio.to_thread(self.snapshots.release, container.id)
-            conmon.cleanup(self.monitor_paths, container.id)
             record_files = self.containers.release(container)
-        # Gone from the stores: the files themselves are deleted off the caller's path (asyncio.run waits
-        # for the worker thread before it returns, so a CLI still leaves nothing behind).
-        asyncio.get_running_loop().run_in_executor(None, _delete_trees, snapshot_files, record_files)
+        # Gone from the stores: the files themselves, and what the monitor left (ids are never reused), are
+        # deleted off the caller's path (asyncio.run waits for the worker thread before it returns, so a CLI
+        # still leaves nothing behind).
+        asyncio.get_running_loop().run_in_executor(None, _delete_files, self.monitor_paths, container.id,
+                                                   snapshot_files, record_files)
         return container
 
     async def cleanup_exited(self, ref: str) -> None:
@@ -561,7 +564,8 @@ def _now() -> float:
     return time.time()
 
 
-def _delete_trees(*directories: Path) -> None:
+def _delete_files(monitor_paths: conmon.MonitorPaths, cid: str, *directories: Path) -> None:
+    conmon.cleanup(monitor_paths, cid)
     for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)
 

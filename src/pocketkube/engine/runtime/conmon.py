@@ -99,7 +99,7 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
 
     # conmon reports through the sync pipe: {"data": pid} once created, or {"data": -1, "message": error}.
     read_fd, write_fd = os.pipe()
-    options = dict(env={**os.environ, "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,),
+    options = dict(env={**_monitor_environment(), "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,),
                    cwd=persist,  # conmon also drops its "oom" marker into its working directory
                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if start_without is not None:
@@ -129,6 +129,16 @@ async def create_container(runtime: OCIRuntime, cid: str, bundle: Path, *, log_p
         raise OCIRuntimeError(str(message.get("message", "")).strip()
                               or f"{runtime.name} create failed for container {cid}")
     return pid
+
+
+def _monitor_environment() -> dict[str, str]:
+    """What conmon, and through it the runtime and the exit command, inherit: our PATH and the Python settings
+    the exit command (a Python process of ours) should share, as CRI-O hands conmon a fixed PATH and little
+    else. Not the rest of the caller's environment: a locale alone makes conmon load a dozen locale files on
+    every start (~0.4 ms)."""
+    environment = {name: value for name, value in os.environ.items() if name.startswith("PYTHON")}
+    environment["PATH"] = os.environ.get("PATH") or os.defpath
+    return environment
 
 
 async def _read_line(fd: int) -> bytes:
