@@ -278,6 +278,24 @@ def test_cgroup_lifecycle(cgroup_parent: str):
     cgroups.remove(pod, kill=True)  # gone already: fine
 
 
+def test_removal_kills_a_process_found_in_one_hierarchy_only(cgroup_parent: str):
+    """remove(kill=True) skips the freeze-and-kill when the first hierarchy's cgroup is empty; a process that
+    sits in the cgroup of another hierarchy only (moved there by hand) is still found and killed."""
+    path = f"{cgroup_parent}/one-hierarchy"
+    cgroups.ensure(path)
+    dirs = cgroups.controller_dirs(path)
+    last = list(dirs.values())[-1]
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (last / "cgroup.procs").write_text(str(sleeper.pid))
+        cgroups.remove(path, kill=True)
+        assert sleeper.wait(timeout=5) == -9
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not any(d.exists() for d in dirs.values())
+
+
 def test_cgroup_paths_are_checked():
     for bad in ("", "/", "relative/x", "/a/../b"):
         with pytest.raises(ValueError, match="invalid cgroup path"):

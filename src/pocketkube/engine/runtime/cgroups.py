@@ -9,7 +9,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -463,8 +463,10 @@ def _kill(path: str, deadline: float) -> None:
         time.sleep(_POLL)
 
 
-def _rmdir_tree(path: str, directory: Path, deadline: float, timeout: float) -> None:
-    """Removes the directory and its sub-cgroups, deepest first; a busy one is retried until the deadline."""
+def _rmdir_tree(path: str, directory: Path, deadline: float, timeout: float,
+                on_busy: Callable[[], None] | None = None) -> None:
+    """Removes the directory and its sub-cgroups, deepest first; a busy one is retried until the deadline,
+    after calling `on_busy` (once) to empty it."""
     below = [Path(current) for current, _, _ in os.walk(directory, topdown=False)]
     for cgroup in below:
         while True:
@@ -476,6 +478,10 @@ def _rmdir_tree(path: str, directory: Path, deadline: float, timeout: float) -> 
             except OSError as err:
                 if err.errno != errno.EBUSY:
                     raise CgroupError(f"cannot remove cgroup {cgroup}: {err.strerror}") from err
+                if on_busy is not None:
+                    on_busy()
+                    on_busy = None
+                    continue
                 if time.monotonic() >= deadline:
                     left = sorted(_procs_below(cgroup))
                     raise CgroupError(f"cannot remove cgroup {path}: still busy after {timeout}s "
@@ -495,7 +501,17 @@ def remove(path: str, *, kill: bool = False, timeout: float = 5.0) -> None:
     directories = [d for _, d in _directories(path) if d.is_dir()]
     if not directories:
         return
-    if kill:
-        _kill(path, deadline)
+    killed = False
+
+    def kill_all() -> None:
+        nonlocal killed
+        if not killed:
+            killed = True
+            _kill(path, deadline)
+
+    # An ended container's cgroups are empty, which one hierarchy tells: the freeze-and-kill (~1 ms) is then
+    # left to a cgroup that refuses removal because someone is still in it.
+    if kill and _procs_below(directories[0]):
+        kill_all()
     for directory in directories:
-        _rmdir_tree(path, directory, deadline, timeout)
+        _rmdir_tree(path, directory, deadline, timeout, on_busy=kill_all if kill and not killed else None)

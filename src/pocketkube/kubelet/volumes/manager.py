@@ -317,17 +317,19 @@ class VolumeManager:
         pod_dir = self.pod_dir(pod_uid)
         # subPath binds first: they may hold files of a tmpfs volume
         roots = [pod_dir / subpath.SUBPATHS_DIR, pod_dir / VOLUMES_DIR, pod_dir / PLUGINS_DIR]
+        table = mounts.mount_points()
         for root in roots:
-            for point in mounts.mount_points_under(root):
+            for point in mounts.mount_points_under(root, table):
                 try:
                     mounts.unmount(point)
                 except OSError as err:
                     if err.errno not in (errno.EINVAL, errno.ENOENT):  # already gone
                         raise
+        table = mounts.mount_points()
         for root in roots:
             if not root.exists():
                 continue
-            remaining = mounts.mount_points_under(root)
+            remaining = mounts.mount_points_under(root, table)
             if remaining:  # never delete through a mount: it may be the node's own data
                 raise OSError(errno.EBUSY, f"{remaining[0]} is still mounted")
             shutil.rmtree(root)

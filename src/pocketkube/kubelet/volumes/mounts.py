@@ -45,20 +45,18 @@ def _unescape(field: str) -> str:
     return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_points() -> list[tuple[Path, str]]:
-    """(mount point, filesystem type) of every mount this process sees."""
-    result = []
-    for line in MOUNTINFO.read_text().splitlines():
-        fields = line.split(" ")
-        separator = fields.index("-")
-        result.append((Path(_unescape(fields[4])), fields[separator + 1]))
-    return result
+def mount_points() -> list[str]:
+    """The mount point of every mount this process sees, in the mount table's order."""
+    return [_unescape(line.split(" ", 5)[4]) for line in MOUNTINFO.read_text().splitlines()]
 
 
-def mount_points_under(root: Path) -> list[Path]:
-    """Mount points at or below `root`, deepest first (the order to unmount them in)."""
-    root = Path(os.path.realpath(root))
-    found = {point for point, _ in mount_points() if point == root or root in point.parents}
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+def mount_points_under(root: Path, points: list[str] | None = None) -> list[Path]:
+    """Mount points at or below `root`, deepest first (the order to unmount them in), from `points` (a
+    mount_points() read earlier) or the mount table now. Compared as strings: a node with many pods has
+    hundreds of mounts, and a pod's teardown asks about several roots."""
+    prefix = os.path.realpath(root)
+    found = {point for point in (mount_points() if points is None else points)
+             if point == prefix or point.startswith(prefix.rstrip("/") + "/")}
+    return [Path(point) for point in sorted(found, key=lambda point: point.count("/"), reverse=True)]
 
 
