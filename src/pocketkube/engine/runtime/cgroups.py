@@ -514,4 +514,4 @@ def remove(path: str, *, kill: bool = False, timeout: float = 5.0) -> None:
     if kill and _procs_below(directories[0]):
         kill_all()
     for directory in directories:
-        _rmdir_tree(path, directory, deadline, timeout, on_busy=kill_all if kill and not killed else None)
+        _rmdir_tree(path, directory, deadline, timeout, on_busy=kill_all if kill else None)
