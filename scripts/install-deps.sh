@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # etcd for HA storage; the container engine's real parts: OCI runtimes, the conmon monitor, CNI plugins,
-# iptables/nftables for port publishing, busybox-static for the offline base image, umoci/skopeo to check images.
+# iptables/nftables for port publishing, busybox-static for the offline base image,
+# catatonit for the pod infrastructure image, umoci/skopeo to check images.
 DEBIAN_PACKAGES=(etcd-server runc crun conmon containernetworking-plugins iptables nftables iproute2
-                 busybox-static umoci skopeo debootstrap zstd tar)
+                 busybox-static catatonit umoci skopeo debootstrap zstd tar)
 PYTHON=${PYTHON:-python3}
 
 missing=()

@@ -391,6 +391,32 @@ echo lo_flags=$(cat /sys/class/net/lo/flags)
     namespaces.remove_pinned(pin_dir)  # idempotent
 
 
+def test_pin_the_pid_namespace_of_a_process(pin_dir: Path):
+    init = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"])
+    try:
+        _wait_until(lambda: _children(init.pid), what="the namespace's init")
+        [child] = _children(init.pid)
+        pinned = namespaces.pin_process_namespace(pin_dir, "pid", child)
+        assert pinned == pin_dir / "pid" and namespaces.is_pinned(pinned)
+        assert os.stat(pinned).st_ino == os.stat(f"/proc/{child}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        with pytest.raises(namespaces.NamespaceError, match="already pins a namespace"):
+            namespaces.pin_process_namespace(pin_dir, "pid", child)
+    finally:
+        init.kill()
+        init.wait()
+    with pytest.raises(ValueError, match="cannot pin namespace kind 'mnt'"):
+        namespaces.pin_process_namespace(pin_dir, "mnt", os.getpid())
+    with pytest.raises(namespaces.NamespaceError, match="cannot pin the net namespace of process 999999999"):
+        namespaces.pin_process_namespace(pin_dir, "net", 999_999_999)
+    assert not (pin_dir / "net").exists()
+    namespaces.remove_pinned(pin_dir)
+    assert str(pin_dir) not in _mountinfo() and not pin_dir.exists()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_unpinning_reaches_mount_namespaces_copied_later(pin_dir: Path):
     pinned = namespaces.create_pinned(pin_dir, ("net",))
     assert list(pinned) == ["net"]

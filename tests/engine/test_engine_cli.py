@@ -162,6 +162,15 @@ def test_cpu_quota_throttles(engine_env: EngineEnv) -> None:
         engine_env.cli("rm", "-f", cid)
 
 
+def test_the_image_user_unless_overridden(engine_env: EngineEnv, busybox_tarball: Path) -> None:
+    engine_env.out("import", "--change", "USER nobody", str(busybox_tarball), "as-nobody:1")
+    try:
+        assert engine_env.out("run", "--rm", "as-nobody:1", "id", "-u").split() == ["65534"]
+        assert engine_env.out("run", "--rm", "-u", "0", "as-nobody:1", "id", "-u").split() == ["0"]
+    finally:
+        engine_env.cli("image", "rm", "as-nobody:1")
+
+
 def test_env_workdir_user_readonly_caps(engine_env: EngineEnv, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROM_FILE=1\n")

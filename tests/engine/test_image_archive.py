@@ -17,8 +17,10 @@ import zstandard
 
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.images.archive import InvalidArchive, import_rootfs, load, save, save_oci_layout
-from pocketkube.engine.images.busybox import BusyboxUnavailable, busybox_rootfs_tar, ensure_busybox_image
+from pocketkube.engine.images.busybox import busybox_rootfs_tar, ensure_busybox_image
 from pocketkube.engine.images.content import ContentStore, DigestMismatch
+from pocketkube.engine.images.pause import ensure_pause_image, pause_ref
+from pocketkube.engine.images.staticbinary import StaticBinaryUnavailable
 from pocketkube.engine.images.store import Image, ImageStore, host_platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -521,12 +523,27 @@ def test_busybox_rootfs() -> None:
 
 
 def test_busybox_must_be_static(tmp_path: Path, store: ImageStore) -> None:
-    with pytest.raises(BusyboxUnavailable, match="/nonexistent/busybox not found: install the Debian package "
+    with pytest.raises(StaticBinaryUnavailable, match="/nonexistent/busybox not found: install the Debian package "
                                                  "busybox-static"):
         ensure_busybox_image(store, busybox=Path("/nonexistent/busybox"))
-    with pytest.raises(BusyboxUnavailable, match="/bin/ls is dynamically linked: install the Debian package"):
+    with pytest.raises(StaticBinaryUnavailable, match="/bin/ls is dynamically linked: install the Debian package"):
         busybox_rootfs_tar(io.BytesIO(), busybox=Path("/bin/ls"))
     assert store.list() == []
+
+
+def test_pause_image_from_catatonit(tmp_path: Path, store: ImageStore) -> None:
+    image = ensure_pause_image(store)
+    assert image.repo_tags == [pause_ref()] and pause_ref().startswith("localhost/pocketkube-pause:")
+    assert ensure_pause_image(store).id == image.id  # found, not built again
+    other = ImageStore(tmp_path / "other" / "images", ContentStore(tmp_path / "other" / "content"))
+    assert ensure_pause_image(other).id == image.id  # the same binary makes the same image
+    config = image.config["config"]
+    assert config["Entrypoint"] == ["/catatonit", "-P"] and config["User"] == "65535:65535"
+    with tarfile.open(fileobj=store.content.open(image.layers[0].digest)) as layer:
+        assert sorted(layer.getnames()) == ["catatonit", "dev", "proc", "sys"]
+    with pytest.raises(StaticBinaryUnavailable, match="/bin/ls is dynamically linked: install the Debian package "
+                                                      "catatonit"):
+        ensure_pause_image(store, catatonit=Path("/bin/ls"))
 
 
 def test_make_busybox_image_script(tmp_path: Path, store: ImageStore) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from kubelet_harness import NodeCluster, exec_in, running_container, start_node_
 
 from pocketkube.cli.kubectl import find_kubectl
 from pocketkube.engine.engine import Engine
+from pocketkube.engine.images.archive import import_rootfs
+from pocketkube.engine.images.busybox import busybox_rootfs_tar
 from pocketkube.engine.runtime import cgroups
 from pocketkube.kubelet.status import parse_time
 
@@ -193,6 +196,48 @@ def test_containers_share_localhost_and_an_empty_dir(node: NodeCluster) -> None:
     assert exec_in(node.data_dir, "pair", "client", ["cat", "/data/index.html"])[1].strip() == "from-server"
 
 
+def _infra_containers(data_dir: Path, uid: str) -> list[Any]:
+    return [c for c in Engine(data_dir).containers.list() if c.config.labels.get("io.kubernetes.pod.uid") == uid
+            and c.config.labels.get("io.kubernetes.docker.type") == "podsandbox"]
+
+
+def test_containers_share_a_process_namespace(node: NodeCluster) -> None:
+    node.apply(pod("sharedpid", shell("app", "sleep 3600"), shell("debug", "sleep 3601"),
+                   shareProcessNamespace=True, terminationGracePeriodSeconds=1))
+    node.wait_status("sharedpid", "Running")
+    code, processes = exec_in(node.data_dir, "sharedpid", "debug", ["ps", "-o", "pid,user,args"])
+    assert code == 0, processes
+    rows = [line.split(None, 2) for line in processes.splitlines()[1:]]
+    # pid 1 is the pod's unprivileged init, and each container sees the other's processes
+    assert ["1", "65535", "/catatonit -P"] in rows, processes
+    assert any(args == "sleep 3600" for _, _, args in rows), processes
+    uid = node.get("pod", "sharedpid")["metadata"]["uid"]
+    [infra] = _infra_containers(node.data_dir, uid)
+    assert infra.running and infra.config.cgroup_parent.endswith(f"/pod{uid}")
+    # one container signals the other's process, which then restarts as any exited container does
+    kill = "kill $(ps -o pid,args | awk '$2 == \"sleep\" && $3 == \"3600\" {print $1}')"
+    assert exec_in(node.data_dir, "sharedpid", "debug", ["sh", "-c", kill]) == (0, "")
+    node.wait_for(lambda: statuses(node, "sharedpid")["app"]["restartCount"] == 1, 30, what="app restarted")
+    node.wait_status("sharedpid", "Running")
+    assert statuses(node, "sharedpid")["debug"]["restartCount"] == 0
+    # The init gone, the kernel ends every process of the namespace: a new sandbox, every container restarted.
+    os.kill(infra.state.pid, signal.SIGKILL)
+    node.wait_for(lambda: all(s["restartCount"] >= 1 and "running" in s["state"]
+                              for s in statuses(node, "sharedpid").values()), 60, what="containers in a new sandbox")
+    [new_infra] = _infra_containers(node.data_dir, uid)
+    assert new_infra.id != infra.id and new_infra.running
+    node.kubectl("delete", "pod", "sharedpid", "--wait=true", timeout=60)
+    assert not _infra_containers(node.data_dir, uid)
+
+
+def test_host_pid_pod_sees_the_node_processes(node: NodeCluster) -> None:
+    node.apply(pod("hostpid", shell("c", "sleep 3600"), hostPID=True, terminationGracePeriodSeconds=1))
+    node.wait_status("hostpid", "Running")
+    code, out = exec_in(node.data_dir, "hostpid", "c", ["cat", f"/proc/{os.getpid()}/cmdline"])
+    assert code == 0 and out == Path("/proc/self/cmdline").read_text()
+    node.kubectl("delete", "pod", "hostpid", "--wait=false")
+
+
 def test_init_containers_and_a_native_sidecar(node: NodeCluster) -> None:
     node.apply(pod("inits", shell("app", "cat /work/first /work/second; sleep 3600",
                                   volumeMounts=[{"name": "work", "mountPath": "/work"}]),
@@ -271,6 +316,20 @@ def test_run_as_non_root_refuses_a_root_image(node: NodeCluster) -> None:
     node.wait_status("nonroot", "CreateContainerConfigError")
     message = statuses(node, "nonroot")["c"]["state"]["waiting"]["message"]
     assert message.startswith("container has runAsNonRoot and image will run as root")
+
+
+def test_the_image_user_and_a_run_as_group_alone(node: NodeCluster) -> None:
+    with tempfile.TemporaryFile() as rootfs:
+        busybox_rootfs_tar(rootfs)
+        rootfs.seek(0)
+        import_rootfs(Engine(node.data_dir).images, rootfs, "as-nobody:1", changes={"User": "nobody"})
+    image = {"image": "as-nobody:1", "imagePullPolicy": "Never"}
+    node.apply(pod("imageuser", {**shell("plain", "sleep 3600"), **image},
+                   {**shell("group", "sleep 3600"), **image, "securityContext": {"runAsGroup": 1234}}))
+    node.wait_status("imageuser", "Running")
+    assert exec_in(node.data_dir, "imageuser", "plain", ["sh", "-c", "id -u; id -g"])[1].split() == ["65534", "65534"]
+    assert exec_in(node.data_dir, "imageuser", "group", ["sh", "-c", "id -u; id -g"])[1].split() == ["65534", "1234"]
+    node.kubectl("delete", "pod", "imageuser", "--wait=false")
 
 
 def test_pod_groups_join_every_process(node: NodeCluster) -> None:

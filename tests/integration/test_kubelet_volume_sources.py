@@ -253,12 +253,14 @@ async def test_claim_volumes(client: Client, manager: VolumeManager, tmp_path: P
     suffix = uuid.uuid4().hex[:8]
     provisioned = _volume(f"pvc-local-path-{suffix}",
                           {"hostPath": {"path": str(storage / "pvc-data"), "type": "DirectoryOrCreate"}},
-                          annotations={"pv.kubernetes.io/provisioned-by": "pocketkube.io/local-path"})
+                          annotations={"pv.kubernetes.io/provisioned-by": "pocketkube.io/local-path",
+                                       "pv.beta.kubernetes.io/gid": "not-a-number"})
     local_dir = tmp_path / "disk"
     local_dir.mkdir()
     local = _volume(f"local-{suffix}", {"local": {"path": str(local_dir)}, "nodeAffinity": {"required": {
         "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
-                                                     "values": ["node-1"]}]}]}}})
+                                                     "values": ["node-1"]}]}]}}},
+                    annotations={"pv.beta.kubernetes.io/gid": "1234"})
     await _claim(client, ns, "data", provisioned)
     await _claim(client, ns, "disk", local)
     await _claim(client, ns, "pending", None)
@@ -272,6 +274,7 @@ async def test_claim_volumes(client: Client, manager: VolumeManager, tmp_path: P
     assert ready["data"].path == storage / "pvc-data"
     assert mode(storage / "pvc-data") == 0o777
     assert ready["disk"].path == local_dir and ready["disk"].read_only
+    assert ready.extra_groups() == [1234]  # every container joins the group its volume asks for
     data_mount, disk_mount = manager.mounts_for(spec, container, ready)
     assert (data_mount.source, data_mount.options) == (str(storage / "pvc-data"), ["rbind", "rw", "rprivate"])
     assert (disk_mount.source, disk_mount.options) == (str(local_dir), ["rbind", "ro", "rprivate"])

@@ -110,6 +110,41 @@ def test_validation_messages(pods: PodStrategy) -> None:
             '"Never"') in texts
 
 
+def test_security_context_validation(pods: PodStrategy) -> None:
+    pod = _create(pods, _pod(containers=[
+        {"name": "a", "image": "x", "securityContext": {"runAsUser": -1, "privileged": True,
+                                                         "allowPrivilegeEscalation": False}},
+        {"name": "b", "image": "x", "securityContext": {"procMount": "Odd", "seccompProfile": {"type": "Localhost"}}},
+    ], shareProcessNamespace=True, hostPID=True, securityContext={
+        "runAsGroup": 2**31, "fsGroup": -5, "supplementalGroups": [1, -2], "supplementalGroupsPolicy": "Loose",
+        "fsGroupChangePolicy": "Sometimes", "seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "p"}}))
+    texts = _texts(pods.validate(pod))
+    for expected in [
+        "spec.securityContext.runAsGroup: Invalid value: 2147483648: must be between 0 and 2147483647, inclusive",
+        "spec.securityContext.fsGroup: Invalid value: -5: must be between 0 and 2147483647, inclusive",
+        "spec.securityContext.supplementalGroups[1]: Invalid value: -2: must be between 0 and 2147483647, inclusive",
+        "spec.securityContext.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot "
+        "both be enabled",
+        'spec.securityContext.supplementalGroupsPolicy: Unsupported value: "Loose": supported values: "Merge", '
+        '"Strict"',
+        'spec.securityContext.fsGroupChangePolicy: Unsupported value: "Sometimes": supported values: "Always", '
+        '"OnRootMismatch"',
+        'spec.securityContext.seccompProfile.localhostProfile: Invalid value: "p": can only be set when seccomp '
+        "type is Localhost",
+        "spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+        'spec.containers[1].securityContext.procMount: Unsupported value: "Odd": supported values: "Default", '
+        '"Unmasked"',
+        "spec.containers[1].securityContext.seccompProfile.localhostProfile: Required value: must be set when "
+        "seccomp type is Localhost",
+    ]:
+        assert expected in texts, texts
+    assert any(t.startswith("spec.containers[0].securityContext: Invalid value: ") and t.endswith(
+        "cannot set `allowPrivilegeEscalation` to false and `privileged` to true") for t in texts), texts
+    fine = _create(pods, _pod(shareProcessNamespace=True, securityContext={
+        "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000, "supplementalGroupsPolicy": "Strict"}))
+    assert pods.validate(fine) == []
+
+
 def test_no_containers(pods: PodStrategy) -> None:
     pod = _create(pods, _pod(containers=[]))
     assert "spec.containers: Required value" in _texts(pods.validate(pod))

@@ -137,6 +137,7 @@ class Engine:
             raise EngineError("published ports need the default network")
         chain = await self._rootfs_chain(image)
         env = spec.merge_env(image_config.get("Env") or [], config.env)
+        config.user = config.user or image_config.get("User") or ""  # the image's USER unless overridden
 
         def make(cid: str, directory: Path) -> Container:
             self.snapshots.prepare(cid, chain, readonly=False)
@@ -523,6 +524,11 @@ class Engine:
     def create_sandbox(self, sandbox_id: str, *, kinds: tuple[str, ...] = ("net", "ipc", "uts"),
                        hostname: str | None = None) -> dict[str, Path]:
         return namespaces.create_pinned(self.run_root / "sandboxes" / sandbox_id, kinds, hostname=hostname)
+
+    def pin_sandbox_namespace(self, sandbox_id: str, kind: str, pid: int) -> Path:
+        """Adds process `pid`'s namespace of `kind` to the sandbox (a pod's shared pid namespace: the pid of
+        its init, which must run as long as the namespace is used)."""
+        return namespaces.pin_process_namespace(self.run_root / "sandboxes" / sandbox_id, kind, pid)
 
     def remove_sandbox(self, sandbox_id: str) -> None:
         directory = self.run_root / "sandboxes" / sandbox_id

@@ -187,8 +187,10 @@ class Kubelet:
         for container in await self.runtime.list_containers():
             containers[container.config.labels[LABEL_POD_UID]].append(container)
         sandboxes: dict[str, list[Sandbox]] = defaultdict(list)
-        for sandbox in self.runtime.list_sandboxes():
+        records = self.runtime.list_sandboxes()
+        for sandbox in records:
             sandboxes[sandbox.pod_uid].append(sandbox)
+        await self.runtime.remove_stray_infra_containers(records)
         for uid in set(containers) | set(sandboxes):
             self._adoptable[uid] = (containers.get(uid, []), sandboxes.get(uid, []))
 

@@ -281,18 +281,16 @@ class PodWorker:
 
     # --- sandbox, network, cgroup, volumes -----------------------------------------------------------
 
-    def _sandbox_usable(self) -> bool:
+    async def _sandbox_usable(self) -> bool:
         sandbox = self.sandbox
-        if sandbox is None or not sandbox.network_ready:
-            return False
-        return all(os.path.exists(path) for path in sandbox.namespaces.values())
+        return sandbox is not None and sandbox.network_ready and await self.ctx.runtime.sandbox_alive(sandbox)
 
     async def _prepare(self) -> bool:
         """Sandbox with network, pod cgroup and volumes; False (with the reason recorded) when not ready."""
         ctx = self.ctx
         pod = self.pod
         ctx.cgroups.ensure_pod(pod)  # cgroupfs only, ~1 ms once: cheaper here than a worker thread's round trip
-        if not self._sandbox_usable():
+        if not await self._sandbox_usable():
             if self.sandbox is not None:
                 # A lost sandbox (node reboot, failed setup): every container restarts in a new one.
                 for container in self._instances.values():
@@ -302,7 +300,13 @@ class PodWorker:
                 self._event("Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
             attempt = self.sandbox.attempt + 1 if self.sandbox is not None else 0
             hostname, _ = pod_hostname(pod, ctx.network.dns.cluster_domain)
-            self.sandbox = sandbox = await ctx.runtime.run_sandbox(pod, attempt, hostname)
+            try:
+                self.sandbox = sandbox = await ctx.runtime.run_sandbox(pod, attempt, hostname, ctx.cgroups.path(pod))
+            except ContainerCreateError as err:
+                self._event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
+                self.sandbox = None
+                self.wake(RETRY_DELAY)
+                return False
             try:
                 if sandbox.host_network:
                     sandbox.ips = [ctx.node_ip]
@@ -576,7 +580,7 @@ class PodWorker:
             image=image, name=self._engine_name(name, restart_count), entrypoint=container.get("command") or None,
             command=container.get("args") or None, env=env, working_dir=container.get("workingDir") or "",
             # the image's /etc/group memberships join too, unless supplementalGroupsPolicy is Strict
-            user=user, group_add=pod_groups(pod),
+            user=user, group_add=pod_groups(pod) + [str(gid) for gid in self._volume_groups()],
             image_groups=(spec.get("securityContext") or {}).get("supplementalGroupsPolicy") != "Strict",
             labels=labels, tty=bool(container.get("tty")), stdin=bool(container.get("stdin")), mounts=mounts,
             readonly_rootfs=bool(security.get("readOnlyRootFilesystem")), privileged=privileged,
@@ -586,6 +590,9 @@ class PodWorker:
             sandbox_namespaces={**ctx.runtime.container_namespaces(sandbox), **self._target_namespaces(container)},
             stop_timeout=self._grace(), cgroup_parent=ctx.cgroups.path(pod), log_path=str(log_path),
             manage_etc_files=False, cleanup_on_exit=False)
+
+    def _volume_groups(self) -> list[int]:
+        return self._volumes.extra_groups() if self._volumes is not None else []
 
     def _target_namespaces(self, container: Obj) -> dict[str, str]:
         """An ephemeral container's targetContainerName: it joins that container's process namespace, so a
@@ -617,22 +624,24 @@ class PodWorker:
     def _user(self, security: Obj, container: Obj, image: str) -> str:
         """The user to run as; runAsNonRoot checked as upstream's verifyRunAsNonRoot."""
         uid, gid = security.get("runAsUser"), security.get("runAsGroup")
+        image_user = ""
+        if uid is None:
+            found = self.ctx.runtime.image_present(image)
+            image_user = ((found.config.get("config") or {}).get("User") or "").partition(":")[0] if found else ""
         if security.get("runAsNonRoot"):
             pod_name = f'(pod: "{format_pod(self.pod)}", container: {container["name"]})'
             if uid is not None:
                 if int(uid) == 0:
                     raise EnvError(f"container's runAsUser breaks non-root policy {pod_name}")
             else:
-                found = self.ctx.runtime.image_present(image)
-                image_user = ((found.config.get("config") or {}).get("User") or "") if found else ""
-                user_part = image_user.partition(":")[0]
-                if not user_part.isdigit() and user_part:
-                    raise EnvError(f"container has runAsNonRoot and image has non-numeric user ({user_part}), "
+                if not image_user.isdigit() and image_user:
+                    raise EnvError(f"container has runAsNonRoot and image has non-numeric user ({image_user}), "
                                    f"cannot verify user is non-root {pod_name}")
-                if not user_part or int(user_part) == 0:
+                if not image_user or int(image_user) == 0:
                     raise EnvError(f"container has runAsNonRoot and image will run as root {pod_name}")
         if uid is None:
-            return "" if gid is None else f"0:{gid}"
+            # "": the engine takes the image's user; a runAsGroup alone replaces only the image user's group
+            return "" if gid is None else f"{image_user or 0}:{gid}"
         return f"{uid}:{gid}" if gid is not None else str(uid)
 
     def _mounts(self, container: Obj, termination_file: Path, env: list[str]) -> list[Mount]:

@@ -1,6 +1,8 @@
 """The kubelet's container runtime: a CRI-shaped adapter over the engine.
 
-Pod sandboxes are the engine's pinned namespaces (net, ipc, uts) plus a small record on disk; containers are
+Pod sandboxes are the engine's pinned namespaces (net, ipc, uts) plus a small record on disk; a pod that
+shares one process namespace (shareProcessNamespace) also gets an infrastructure ("pause") container, the
+init of that namespace, as upstream's sandboxes always have. Containers are
 engine containers labelled with the pod and container they belong to (io.kubernetes.* labels, as CRI
 runtimes label them), so a restarted kubelet finds and adopts them without any state of its own besides
 the sandbox records. Images are pulled per imagePullPolicy with the registry client.
@@ -9,6 +11,7 @@ the sandbox records. Images are pulled per imagePullPolicy with the registry cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +24,8 @@ from typing import Any
 from pocketkube import __version__
 from pocketkube.engine.containers import Container, ContainerConfig, ContainerNotFound
 from pocketkube.engine.engine import Engine, EngineError
+from pocketkube.engine.images.pause import ensure_pause_image
+from pocketkube.engine.images.staticbinary import StaticBinaryUnavailable
 from pocketkube.engine.images.store import Image, ImageNotFound
 from pocketkube.engine.logs import read_log
 from pocketkube.engine.registry.client import RegistryClient
@@ -29,6 +34,7 @@ from pocketkube.engine.registry.hosts import RegistryHosts
 from pocketkube.engine.runtime import conmon
 from pocketkube.engine.runtime.attach import AttachSession
 from pocketkube.engine.runtime.conmon import MonitorGone
+from pocketkube.engine.runtime.namespaces import is_pinned
 from pocketkube.engine.streams import ExecStream
 from pocketkube.kubelet.status import InstanceState, normalize_image
 
@@ -45,6 +51,10 @@ LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 LABEL_RESTART_COUNT = "io.kubernetes.container.restartCount"
 LABEL_SANDBOX_ID = "io.kubernetes.sandbox.id"
+# Marks a sandbox's infrastructure container, as dockershim did; the kubelet lists it with its sandbox,
+# never as one of the pod's containers.
+LABEL_CONTAINER_TYPE = "io.kubernetes.docker.type"
+INFRA_CONTAINER_TYPE = "podsandbox"
 LABEL_CONTAINER_HASH = "io.kubernetes.container.hash"
 LABEL_TERMINATION_LOG = "io.kubernetes.container.terminationMessageFile"
 LABEL_TERMINATION_POLICY = "io.kubernetes.container.terminationMessagePolicy"
@@ -73,7 +83,9 @@ class ContainerCreateError(RuntimeError):
 
 @dataclass
 class Sandbox:
-    """A pod's shared namespaces; `namespaces` maps net/ipc/uts to pinned paths (empty kinds share the host's)."""
+    """A pod's shared namespaces; `namespaces` maps net/ipc/uts (and pid when the pod's containers share
+    one) to pinned paths; kinds left out share the host's, except pid, which is then each container's own
+    unless host_pid."""
 
     id: str
     pod_uid: str
@@ -86,6 +98,8 @@ class Sandbox:
     network_ready: bool = False
     host_ports: bool = False                 # attached through the chain with portmap
     created: float = 0.0
+    host_pid: bool = False
+    infra_container: str = ""                # the init of the shared pid namespace, when there is one
 
     @property
     def netns(self) -> str | None:
@@ -95,6 +109,10 @@ class Sandbox:
 def host_namespace(kind: str) -> str:
     """The node's own namespace of a kind, as the kubelet's process holds it (pid 1's may not be openable)."""
     return f"/proc/{os.getpid()}/ns/{kind}"
+
+
+def _namespaces_pinned(sandbox: Sandbox) -> bool:
+    return all(is_pinned(Path(path)) for path in sandbox.namespaces.values())
 
 
 def pod_labels(pod: Obj) -> dict[str, str]:
@@ -118,17 +136,55 @@ class Runtime:
 
     # --- sandboxes -----------------------------------------------------------------------------------
 
-    async def run_sandbox(self, pod: Obj, attempt: int, hostname: str) -> Sandbox:
+    async def run_sandbox(self, pod: Obj, attempt: int, hostname: str, cgroup_parent: str) -> Sandbox:
+        """The pod's namespaces, pinned (and the record saved); for a pod sharing its process namespace, also
+        the infrastructure container that is its init, started in the pod's cgroup."""
         spec = pod.get("spec") or {}
         meta = pod["metadata"]
         host_network = bool(spec.get("hostNetwork"))
+        host_pid = bool(spec.get("hostPID"))
         kinds = [k for k, shared in (("net", host_network), ("ipc", spec.get("hostIPC")), ("uts", host_network))
                  if not shared]
         sandbox = Sandbox(id=secrets.token_hex(16), pod_uid=meta["uid"], pod_name=meta["name"],
                           pod_namespace=meta.get("namespace", ""), attempt=attempt, host_network=host_network,
-                          created=time.time())
+                          created=time.time(), host_pid=host_pid)
         await asyncio.to_thread(self._pin_and_save, sandbox, tuple(kinds), hostname if "uts" in kinds else None)
+        if spec.get("shareProcessNamespace") and not host_pid:
+            try:
+                await self._start_infra_container(sandbox, pod, cgroup_parent)
+            except BaseException:
+                await self.remove_sandbox(sandbox)
+                raise
         return sandbox
+
+    async def _start_infra_container(self, sandbox: Sandbox, pod: Obj, cgroup_parent: str) -> None:
+        meta = pod["metadata"]
+        image = await asyncio.to_thread(ensure_pause_image, self.engine.images)
+        config = ContainerConfig(
+            image=image.id, name=f"k8s_POD_{meta['name']}_{meta.get('namespace', '')}_{meta['uid']}_{sandbox.attempt}",
+            labels={**pod_labels(pod), LABEL_SANDBOX_ID: sandbox.id, LABEL_CONTAINER_TYPE: INFRA_CONTAINER_TYPE},
+            # it holds the namespace and reaps orphans: no privilege, no writes
+            cap_drop=["ALL"], no_new_privileges=True, readonly_rootfs=True, network="sandbox",
+            sandbox_namespaces=self.container_namespaces(sandbox), cgroup_parent=cgroup_parent,
+            stop_timeout=0, manage_etc_files=False, cleanup_on_exit=False)
+        try:
+            container = await self.engine.create(config)
+            sandbox.infra_container = container.id
+            started = await self.engine.start(container.id)
+            pinned = await asyncio.to_thread(self.engine.pin_sandbox_namespace, sandbox.id, "pid", started.state.pid)
+        except (EngineError, StaticBinaryUnavailable, OSError) as err:
+            raise ContainerCreateError("CreatePodSandboxError", f"pod infrastructure container: {err}") from err
+        sandbox.namespaces["pid"] = str(pinned)
+        await asyncio.to_thread(self.save_sandbox, sandbox)
+
+    async def sandbox_alive(self, sandbox: Sandbox) -> bool:
+        """Its namespaces are still pinned and its infrastructure container (if any) still runs."""
+        if not _namespaces_pinned(sandbox):  # a reboot, say, took them
+            return False
+        if not sandbox.infra_container:
+            return True
+        infra = await self.inspect(sandbox.infra_container)
+        return infra is not None and infra.running
 
     def _pin_and_save(self, sandbox: Sandbox, kinds: tuple[str, ...], hostname: str | None) -> None:
         if kinds:
@@ -153,8 +209,19 @@ class Runtime:
         found.sort(key=lambda s: (s.created, s.attempt))
         return found
 
+    async def remove_stray_infra_containers(self, sandboxes: list[Sandbox]) -> None:
+        """Removes infrastructure containers that no sandbox record names (left by a crash between their
+        creation and the record)."""
+        named = {sandbox.infra_container for sandbox in sandboxes}
+        for container in self.engine.containers.list():
+            if container.config.labels.get(LABEL_CONTAINER_TYPE) == INFRA_CONTAINER_TYPE and container.id not in named:
+                await self._force_remove(container.id)
+
     async def remove_sandbox(self, sandbox: Sandbox) -> None:
-        """Unpins the namespaces and forgets the sandbox (its network must be torn down first)."""
+        """Removes the infrastructure container, unpins the namespaces and forgets the sandbox (its network
+        must be torn down first)."""
+        if sandbox.infra_container:
+            await self._force_remove(sandbox.infra_container)
         if sandbox.namespaces:
             await asyncio.to_thread(self.engine.remove_sandbox, sandbox.id)
         (self.sandbox_dir / f"{sandbox.id}.json").unlink(missing_ok=True)
@@ -167,6 +234,10 @@ class Runtime:
                   "uts": sandbox.namespaces.get("uts", host_namespace("uts"))}
         if "net" in sandbox.namespaces:
             joined["network"] = sandbox.namespaces["net"]
+        if "pid" in sandbox.namespaces:
+            joined["pid"] = sandbox.namespaces["pid"]
+        elif sandbox.host_pid:
+            joined["pid"] = host_namespace("pid")
         return joined
 
     # --- logs ----------------------------------------------------------------------------------------
@@ -209,14 +280,15 @@ class Runtime:
                 pass
 
     async def remove_container(self, container: Container) -> None:
-        async with self._lock(container.id):
-            try:
-                await self.engine.remove(container.id, force=True)
-            except ContainerNotFound:
-                pass
-        self._container_locks.pop(container.id, None)
+        await self._force_remove(container.id)
         self._image_refs.pop(container.id, None)
         _remove_files(container)
+
+    async def _force_remove(self, container_id: str) -> None:
+        async with self._lock(container_id):
+            with contextlib.suppress(ContainerNotFound):
+                await self.engine.remove(container_id, force=True)
+        self._container_locks.pop(container_id, None)
 
     async def wait_exit(self, container_id: str) -> None:
         """Returns once the container's process has exited (its monitor recorded the exit, or is gone)."""
@@ -249,6 +321,8 @@ class Runtime:
             labels = container.config.labels
             if LABEL_POD_UID not in labels or (pod_uid is not None and labels[LABEL_POD_UID] != pod_uid):
                 continue
+            if labels.get(LABEL_CONTAINER_TYPE) == INFRA_CONTAINER_TYPE:
+                continue  # its sandbox's record names it
             if container.running:
                 refreshed = await self.inspect(container.id)
                 if refreshed is None:

@@ -25,6 +25,10 @@ PROTOCOLS = ["SCTP", "TCP", "UDP"]
 TERMINATION_MESSAGE_POLICIES = ["File", "FallbackToLogsOnError"]
 TOLERATION_OPERATORS = ["Equal", "Exists"]
 TAINT_EFFECTS = ["NoExecute", "NoSchedule", "PreferNoSchedule"]
+FS_GROUP_CHANGE_POLICIES = ["Always", "OnRootMismatch"]
+SUPPLEMENTAL_GROUPS_POLICIES = ["Merge", "Strict"]
+SECCOMP_TYPES = ["Localhost", "RuntimeDefault", "Unconfined"]
+PROC_MOUNT_TYPES = ["Default", "Unmasked"]
 CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 # Container fields an ephemeral container may not set (upstream's allowedEphemeralContainerFields: false).
@@ -294,6 +298,7 @@ def _validate_container(c: Obj, path: str, volumes: set[str], *, kind: str) -> l
     errs.extend(_validate_ports(c.get("ports") or [], f"{path}.ports"))
     errs.extend(_validate_env(c.get("env") or [], f"{path}.env"))
     errs.extend(_validate_resources(c.get("resources"), f"{path}.resources"))
+    errs.extend(_validate_container_security_context(c.get("securityContext"), f"{path}.securityContext"))
     # Sidecars (restartable init containers) may have probes; plain init containers may not.
     sidecar = kind == "initContainers" and c.get("restartPolicy") == "Always"
     if kind == "ephemeralContainers":
@@ -432,6 +437,74 @@ def _validate_tolerations(tolerations: list[Any], path: str) -> list[Cause]:
     return errs
 
 
+def _validate_ids(sc: Obj, path: str) -> list[Cause]:
+    """runAsUser and runAsGroup, in a pod's or a container's security context."""
+    errs: list[Cause] = []
+    for key, check in (("runAsUser", v.is_valid_user_id), ("runAsGroup", v.is_valid_group_id)):
+        value = _int(sc.get(key))
+        if value is not None:
+            errs.extend(v.invalid_value(f"{path}.{key}", value, msg) for msg in check(value))
+    return errs
+
+
+def _validate_seccomp(profile: Any, path: str) -> list[Cause]:
+    """validateSeccompProfileField."""
+    if not isinstance(profile, dict):
+        return []
+    kind = profile.get("type") or ""
+    local = profile.get("localhostProfile")
+    if not kind:
+        return [v.required(f"{path}.type")]
+    if kind not in SECCOMP_TYPES:
+        return [v.not_supported(f"{path}.type", kind, SECCOMP_TYPES)]
+    if kind == "Localhost" and not local:
+        return [v.required(f"{path}.localhostProfile", "must be set when seccomp type is Localhost")]
+    if kind != "Localhost" and local is not None:
+        return [v.invalid_value(f"{path}.localhostProfile", local, "can only be set when seccomp type is Localhost")]
+    return []
+
+
+def _validate_pod_security_context(spec: Obj, path: str) -> list[Cause]:
+    """validatePodSpecSecurityContext. Upstream's internal types keep hostPID and shareProcessNamespace in
+    the security context, hence the path of their conflict."""
+    sc = spec.get("securityContext")
+    sc = sc if isinstance(sc, dict) else {}
+    errs = _validate_ids(sc, path)
+    fs_group = _int(sc.get("fsGroup"))
+    if fs_group is not None:
+        errs.extend(v.invalid_value(f"{path}.fsGroup", fs_group, msg) for msg in v.is_valid_group_id(fs_group))
+    for i, gid in enumerate(sc.get("supplementalGroups") or []):
+        if _int(gid) is not None:
+            errs.extend(v.invalid_value(f"{path}.supplementalGroups[{i}]", gid, msg) for msg in v.is_valid_group_id(gid))
+    if spec.get("shareProcessNamespace") and spec.get("hostPID"):
+        errs.append(v.invalid_value(f"{path}.shareProcessNamespace", True,
+                                    "ShareProcessNamespace and HostPID cannot both be enabled"))
+    for key, allowed in (("fsGroupChangePolicy", FS_GROUP_CHANGE_POLICIES),
+                         ("supplementalGroupsPolicy", SUPPLEMENTAL_GROUPS_POLICIES)):
+        if sc.get(key) is not None and sc[key] not in allowed:
+            errs.append(v.not_supported(f"{path}.{key}", sc[key], allowed))
+    errs.extend(_validate_seccomp(sc.get("seccompProfile"), f"{path}.seccompProfile"))
+    return errs
+
+
+def _validate_container_security_context(sc: Any, path: str) -> list[Cause]:
+    """ValidateSecurityContext's rules for Linux containers."""
+    if not isinstance(sc, dict):
+        return []
+    errs = _validate_ids(sc, path)
+    escalation_off = sc.get("allowPrivilegeEscalation") is False
+    if escalation_off and sc.get("privileged"):
+        errs.append(v.invalid_value(path, sc, "cannot set `allowPrivilegeEscalation` to false and `privileged` to true"))
+    added = (sc.get("capabilities") or {}).get("add") or []
+    if escalation_off and "CAP_SYS_ADMIN" in added:
+        errs.append(v.invalid_value(path, sc, "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` "
+                                              "CAP_SYS_ADMIN"))
+    if sc.get("procMount") is not None and sc["procMount"] not in PROC_MOUNT_TYPES:
+        errs.append(v.not_supported(f"{path}.procMount", sc["procMount"], PROC_MOUNT_TYPES))
+    errs.extend(_validate_seccomp(sc.get("seccompProfile"), f"{path}.seccompProfile"))
+    return errs
+
+
 def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
     """ValidatePodSpec's commonly hit rules."""
     if not isinstance(spec, dict):
@@ -481,6 +554,7 @@ def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
     if spec.get("nodeSelector"):
         errs.extend(v.validate_labels(spec["nodeSelector"], f"{path}.nodeSelector"))
     errs.extend(_validate_tolerations(spec.get("tolerations") or [], f"{path}.tolerations"))
+    errs.extend(_validate_pod_security_context(spec, f"{path}.securityContext"))
     if spec.get("hostNetwork"):
         for kind in ("initContainers", "containers"):
             for i, c in enumerate(spec.get(kind) or []):

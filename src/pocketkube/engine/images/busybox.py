@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import struct
 import subprocess
 import tarfile
 import tempfile
@@ -22,6 +21,7 @@ from typing import BinaryIO
 
 from pocketkube.engine.images.archive import import_rootfs, save
 from pocketkube.engine.images.content import ContentStore
+from pocketkube.engine.images.staticbinary import StaticBinaryUnavailable, check_static, tar_entry
 from pocketkube.engine.images.store import Image, ImageNotFound, ImageStore
 
 BUSYBOX = Path("/bin/busybox")
@@ -38,29 +38,6 @@ _GROUP = "root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n"
 _DIRECTORIES = {"bin": 0o755, "dev": 0o755, "etc": 0o755, "home": 0o755, "proc": 0o555, "root": 0o700,
                 "sbin": 0o755, "sys": 0o555, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755,
                 "var": 0o755}
-_PT_INTERP = 3
-
-
-class BusyboxUnavailable(RuntimeError):
-    """No statically linked busybox to build the image from."""
-
-
-def _check_static(binary: Path) -> None:
-    """Refuse a missing or dynamically linked busybox: the image has no C library."""
-    try:
-        with binary.open("rb") as f:
-            header = f.read(1 << 16)  # ELF and program headers sit at the start
-    except FileNotFoundError:
-        raise BusyboxUnavailable(f"{binary} not found: install the Debian package {PACKAGE}") from None
-    if header[:4] != b"\x7fELF" or header[4] != 2:
-        raise BusyboxUnavailable(f"{binary} is not a 64-bit ELF executable: install the Debian package {PACKAGE}")
-    endian = "<" if header[5] == 1 else ">"
-    (phoff,) = struct.unpack_from(endian + "Q", header, 0x20)
-    phentsize, phnum = struct.unpack_from(endian + "HH", header, 0x36)
-    for i in range(phnum):
-        (p_type,) = struct.unpack_from(endian + "I", header, phoff + i * phentsize)
-        if p_type == _PT_INTERP:
-            raise BusyboxUnavailable(f"{binary} is dynamically linked: install the Debian package {PACKAGE}")
 
 
 def _applets(binary: Path) -> list[str]:
@@ -69,18 +46,10 @@ def _applets(binary: Path) -> list[str]:
     return sorted({line.strip().lstrip("/") for line in output.splitlines() if line.strip()})
 
 
-def _info(name: str, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = kind, mode, mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
 def busybox_rootfs_tar(dest: BinaryIO, busybox: Path = BUSYBOX) -> None:
     """Write the root filesystem tar: /bin/busybox, a hard link to it per applet, /etc/passwd and
     /etc/group (root, www-data 33, nobody 65534) and the usual empty directories."""
-    _check_static(busybox)
+    check_static(busybox, PACKAGE)
     mtime = int(busybox.stat().st_mtime)
     applets = [path for path in _applets(busybox) if path != "bin/busybox"]
     directories = dict(_DIRECTORIES)
@@ -89,18 +58,18 @@ def busybox_rootfs_tar(dest: BinaryIO, busybox: Path = BUSYBOX) -> None:
             directories.setdefault(parent, 0o755)
     with tarfile.open(fileobj=dest, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for directory in sorted(directories):
-            archive.addfile(_info(directory, mtime, directories[directory], tarfile.DIRTYPE))
-        binary = _info("bin/busybox", mtime, 0o755)
+            archive.addfile(tar_entry(directory, mtime, directories[directory], tarfile.DIRTYPE))
+        binary = tar_entry("bin/busybox", mtime, 0o755)
         binary.size = busybox.stat().st_size
         with busybox.open("rb") as f:
             archive.addfile(binary, f)
         for name, text in (("etc/group", _GROUP), ("etc/passwd", _PASSWD)):
             data = text.encode()
-            info = _info(name, mtime, 0o644)
+            info = tar_entry(name, mtime, 0o644)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
         for path in applets:  # after bin/busybox: a hard link must follow its target
-            link = _info(path, mtime, 0o755, tarfile.LNKTYPE)
+            link = tar_entry(path, mtime, 0o755, tarfile.LNKTYPE)
             link.linkname = "bin/busybox"
             archive.addfile(link)
 
@@ -111,7 +80,7 @@ def ensure_busybox_image(store: ImageStore, ref: str = DEFAULT_REF, busybox: Pat
         return store.resolve(ref)
     except ImageNotFound:
         pass
-    _check_static(busybox)
+    check_static(busybox, PACKAGE)
     created = datetime.fromtimestamp(int(busybox.stat().st_mtime), UTC).isoformat().replace("+00:00", "Z")
     with tempfile.TemporaryFile() as rootfs:
         busybox_rootfs_tar(rootfs, busybox)
@@ -131,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             store = ImageStore(Path(work) / "images", ContentStore(Path(work) / "content"))
             image = ensure_busybox_image(store, args.ref)
             save(store, [args.ref], args.output)
-    except BusyboxUnavailable as e:
+    except StaticBinaryUnavailable as e:
         parser.exit(1, f"error: {e}\n")
     print(f"{args.output}: {', '.join(image.repo_tags)} {image.id}")
     return 0

@@ -1,6 +1,7 @@
 """Pinned namespaces: network, IPC and UTS namespaces kept alive by a bind mount of their /proc file rather
 than by a process, so a pod's containers can join them (by path in the runtime spec, or a CNI plugin's
-netns argument) without a pause container. The same mechanism as `ip netns add`.
+netns argument) without a pause container. The same mechanism as `ip netns add`. A pid namespace cannot
+live without its init process, so it is pinned from one already running in it (pin_process_namespace).
 
 A short-lived thread does the unshare: net, ipc and uts namespaces belong to a thread, not to the whole
 process, so no fork of this (possibly large, threaded) process is needed and the caller's own namespaces
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 _CLONE_FLAGS = {"net": 0x40000000, "ipc": 0x08000000, "uts": 0x04000000}  # CLONE_NEWNET, NEWIPC, NEWUTS
+_PINNABLE = (*_CLONE_FLAGS, "pid")  # a pid namespace is only pinned from a process (its init) already in it
 _MS_BIND = 0x1000
 _MNT_DETACH = 2
 _SIOCGIFFLAGS = 0x8913
@@ -122,10 +124,29 @@ def create_pinned(directory: Path, kinds: Iterable[str] = ("net", "ipc", "uts"),
     except BaseException:
         for target in targets.values():
             _unpin(target)
-        if not any(is_pinned(directory / kind) for kind in _CLONE_FLAGS):  # keep pins of earlier calls
+        if not any(is_pinned(directory / kind) for kind in _PINNABLE):  # keep pins of earlier calls
             remove_pinned(directory)
         raise
     return targets
+
+
+def pin_process_namespace(directory: Path, kind: str, pid: int) -> Path:
+    """Pins the `kind` namespace of process `pid` at directory/<kind>. A pin keeps the namespace, not its
+    processes: new processes can enter a pid namespace only while its init lives."""
+    if kind not in _PINNABLE:
+        raise ValueError(f"cannot pin namespace kind {kind!r}: expected one of {', '.join(_PINNABLE)}")
+    directory = Path(os.path.realpath(directory))
+    target = directory / kind
+    if is_pinned(target):
+        raise NamespaceError(f"{target} already pins a namespace")
+    directory.mkdir(parents=True, exist_ok=True)
+    target.touch(exist_ok=True)
+    try:
+        _mount(f"/proc/{pid}/ns/{kind}", target, _MS_BIND)
+    except OSError as err:
+        target.unlink(missing_ok=True)
+        raise NamespaceError(f"cannot pin the {kind} namespace of process {pid}: {err}") from err
+    return target
 
 
 def _unpin(target: Path) -> None:
@@ -140,7 +161,7 @@ def remove_pinned(directory: Path) -> None:
     directory = Path(os.path.realpath(directory))
     if not directory.is_dir():
         return
-    for kind in _CLONE_FLAGS:
+    for kind in _PINNABLE:
         _unpin(directory / kind)
     try:
         directory.rmdir()

@@ -160,7 +160,8 @@ class VolumeManager:
         except (SourceError, OSError) as err:
             # past the claim, upstream names the volume by its PersistentVolume
             raise VolumeError(pv_name, str(err)) from err
-        return MountedVolume(volume["name"], claim.plugin, claim.path, read_only=claim.read_only)
+        return MountedVolume(volume["name"], claim.plugin, claim.path, read_only=claim.read_only,
+                             gid=pvc.volume_gid(pv))
 
     def _own_local_volume(self, pod: Obj, name: str, path: Path) -> None:
         """The local volume plugin applies fsGroup ownership (with the pod's change policy) once per pod."""

@@ -55,6 +55,7 @@ class MountedVolume:
     path: Path
     read_only: bool = False
     tmpfs: bool = False
+    gid: int | None = None    # a PersistentVolume's pv.beta.kubernetes.io/gid: every container joins the group
 
     @property
     def updatable(self) -> bool:
@@ -72,6 +73,10 @@ class PodVolumes:
 
     def __contains__(self, name: object) -> bool:
         return name in self.volumes
+
+    def extra_groups(self) -> list[int]:
+        """upstream's GetExtraSupplementalGroupsForPod: the groups the pod's volumes ask for."""
+        return list(dict.fromkeys(v.gid for v in self.volumes.values() if v.gid is not None))
 
 
 def aggregate(messages: list[str]) -> str:

@@ -22,6 +22,7 @@ STORAGECLASSES = _catalog.resource("storage.k8s.io", "v1", "storageclasses")
 LOCAL_PATH_PROVISIONER = "pocketkube.io/local-path"
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 LOCAL_PATH_DIR_MODE = 0o777
+ANN_VOLUME_GID = "pv.beta.kubernetes.io/gid"
 
 
 class ClaimError(SourceError):
@@ -62,6 +63,16 @@ async def bound_volume(client: Client, namespace: str, claim_name: str) -> Obj:
         raise ClaimError(f'found PV object "{volume_name}" but its pv.Spec.ClaimRef.UID ("{ref.get("uid")}") does '
                          f'not point to claim.UID ("{claim["metadata"].get("uid")}")')
     return pv
+
+
+def volume_gid(pv: Obj) -> int | None:
+    """The group a PersistentVolume asks its users to join, from its annotation; a value that is not a
+    number is ignored, as upstream logs and ignores it."""
+    value = ((pv.get("metadata") or {}).get("annotations") or {}).get(ANN_VOLUME_GID)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 async def is_local_path_volume(client: Client, pv: Obj) -> bool:
