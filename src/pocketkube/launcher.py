@@ -105,13 +105,16 @@ class AgentOptions:
     kubelet_port: int
     cni_bridge: str
     image_gc_thresholds: tuple[int, int] = (85, 80)   # high, low (percent of the disk)
+    container_log: tuple[str, int] = ("10Mi", 5)       # rotation: max size of a file, files kept
 
     def args(self, config: ServerConfig) -> list[str]:
         high, low = self.image_gc_thresholds
+        max_size, max_files = self.container_log
         return ["--data-dir", str(config.data_dir), "--node-name", self.node_name, "--node-ip", self.node_ip,
                 "--port", str(self.kubelet_port), "--cni-bridge", self.cni_bridge,
                 "--cluster-cidr", config.cluster_cidr, "--service-cidr", config.service_cidr, "--control-plane",
-                "--image-gc-high-threshold", str(high), "--image-gc-low-threshold", str(low)]
+                "--image-gc-high-threshold", str(high), "--image-gc-low-threshold", str(low),
+                "--container-log-max-size", max_size, "--container-log-max-files", str(max_files)]
 
 
 async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_manager: bool = True,

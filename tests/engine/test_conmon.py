@@ -146,6 +146,26 @@ async def test_logs_exit_code_and_exit_time(name, runtimes, paths, bundle, tmp_p
     await runtime.delete(cid)
 
 
+async def test_reopen_log_after_a_rename(runtimes, paths, bundle, tmp_path):
+    runtime, cid = runtimes["crun"], container_id("reopen")
+    log = tmp_path / "ctr.log"
+    script = 'i=0; while true; do i=$((i+1)); echo line$i; sleep 0.05; done'
+    await run(runtime, cid, bundle(cid, ["/bin/sh", "-c", script]), paths, log)
+    await eventually(lambda: len(log_lines(log)) >= 2)
+    rotated = tmp_path / "ctr.log.1"
+    log.rename(rotated)
+    conmon.reopen_log(paths, cid)
+    await eventually(lambda: log.exists() and len(log_lines(log)) >= 2)
+    old, new = [int(text.removeprefix("line")) for _, _, text in log_lines(rotated)], \
+        [int(text.removeprefix("line")) for _, _, text in log_lines(log)]
+    assert new[0] == old[-1] + 1  # nothing lost, nothing twice
+    await runtime.kill(cid, signal.SIGKILL)
+    assert await conmon.wait_exit(paths, cid, timeout=10) == 137
+    with pytest.raises(conmon.MonitorGone, match=f"cannot reopen the log of container {cid}"):
+        await eventually(lambda: conmon.reopen_log(paths, cid) and False, timeout=5)
+    await runtime.delete(cid)
+
+
 @pytest.mark.parametrize("reentry", ["nsenter", "unavailable"])
 async def test_crun_monitor_without_the_cgroup2_mount(reentry, runtimes, paths, bundle, tmp_path, monkeypatch):
     """On this hybrid host conmon starts in a mount namespace without cgroup2 and runs crun directly; its exit

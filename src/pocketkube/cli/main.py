@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pocketkube import KUBERNETES_VERSION, __version__
 
@@ -51,14 +51,18 @@ def _node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-ip", default="", help="this node's InternalIP (default: the default route's address)")
     p.add_argument("--kubelet-port", type=int, default=10250, help="port of the kubelet's HTTPS API (%(default)s)")
     p.add_argument("--cni-bridge", default="pkcni0", help="the bridge pods are attached to (%(default)s)")
-    _image_gc_flags(p)
+    _node_housekeeping_flags(p)
 
 
-def _image_gc_flags(p: argparse.ArgumentParser) -> None:
+def _node_housekeeping_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
                    help="disk usage that starts removing unused images (%(default)s)")
     p.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
                    help="disk usage image garbage collection brings it down to (%(default)s)")
+    p.add_argument("--container-log-max-size", default="10Mi", metavar="QUANTITY",
+                   help="size at which a container's log file is rotated (%(default)s)")
+    p.add_argument("--container-log-max-files", type=int, default=5, metavar="N",
+                   help="log files kept per container, the live one included; at least 2 (%(default)s)")
 
 
 def _kubelet_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,13 +82,12 @@ def _kubelet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain (%(default)s)")
     p.add_argument("--control-plane", action="store_true",
                    help="label the node node-role.kubernetes.io/control-plane (the server's own node)")
-    _image_gc_flags(p)
+    _node_housekeeping_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def _kubelet_config(args: argparse.Namespace, data_dir: Path) -> KubeletConfig:
     from pocketkube.kubelet.agent import KubeletConfig
-    from pocketkube.kubelet.imagegc import ImageGCPolicy
     from pocketkube.kubelet.node import default_node_ip, default_node_name
     from pocketkube.kubelet.podnetwork import default_cluster_dns
 
@@ -94,18 +97,27 @@ def _kubelet_config(args: argparse.Namespace, data_dir: Path) -> KubeletConfig:
         data_dir=data_dir, node_name=args.node_name or default_node_name(), node_ip=args.node_ip or default_node_ip(),
         port=getattr(args, "port", None) or args.kubelet_port, cluster_cidr=getattr(args, "cluster_cidr", "10.42.0.0/16"),
         cluster_dns=dns, cluster_domain=getattr(args, "cluster_domain", "cluster.local"), cni_bridge=args.cni_bridge,
-        control_plane=getattr(args, "control_plane", False),
-        image_gc=ImageGCPolicy(high_threshold=args.image_gc_high_threshold, low_threshold=args.image_gc_low_threshold))
+        control_plane=getattr(args, "control_plane", False), **_housekeeping_policies(args))
+
+
+def _housekeeping_policies(args: argparse.Namespace) -> dict[str, Any]:
+    """The node's image GC and log rotation settings from its flags; ValueError names a bad one."""
+    from pocketkube.kubelet.imagegc import ImageGCPolicy
+    from pocketkube.kubelet.logrotation import LogRotationPolicy
+
+    return {"image_gc": ImageGCPolicy(high_threshold=args.image_gc_high_threshold,
+                                      low_threshold=args.image_gc_low_threshold),
+            "log_rotation": LogRotationPolicy.parse(args.container_log_max_size, args.container_log_max_files)}
 
 
 def _run_kubelet(args: argparse.Namespace) -> int:
     from pocketkube.client.rest import ClientConfig
     from pocketkube.kubelet.agent import run_kubelet
 
-    client_config = ClientConfig.from_kubeconfig(args.kubeconfig)
     try:
+        client_config = ClientConfig.from_kubeconfig(args.kubeconfig)
         config = _kubelet_config(args, args.data_dir)
-    except ValueError as err:
+    except (OSError, ValueError) as err:
         _logger().error("%s", err)
         return 2
     return _until_signalled(lambda stop: run_kubelet(client_config, config, stop))
@@ -134,7 +146,11 @@ def _run_scheduler(args: argparse.Namespace) -> int:
     from pocketkube.client.rest import ClientConfig
     from pocketkube.scheduler.scheduler import run_standalone
 
-    config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    try:
+        config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    except (OSError, ValueError) as err:
+        _logger().error("%s", err)
+        return 2
     leader_elect = None if args.leader_elect is None else args.leader_elect == "true"
     return _until_signalled(lambda stop: run_standalone(config, stop, args.config, leader_elect))
 
@@ -238,7 +254,11 @@ def _run_controller_manager(args: argparse.Namespace) -> int:
     from pocketkube.client.rest import ClientConfig
     from pocketkube.launcher import run_controller_manager
 
-    config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    try:
+        config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    except (OSError, ValueError) as err:
+        _logger().error("%s", err)
+        return 2
     return _until_signalled(lambda stop: run_controller_manager(config, stop))
 
 
@@ -258,9 +278,15 @@ def _run_server(args: argparse.Namespace) -> int:
         from pocketkube.kubelet.node import default_node_ip, default_node_name
         from pocketkube.launcher import AgentOptions
 
+        try:
+            _housekeeping_policies(args)  # checked here: the server's kubelet gets them as flags
+        except ValueError as err:
+            _logger().error("%s", err)
+            return 2
         agent = AgentOptions(node_name=args.node_name or default_node_name(), node_ip=args.node_ip or
                              default_node_ip(), kubelet_port=args.kubelet_port, cni_bridge=args.cni_bridge,
-                             image_gc_thresholds=(args.image_gc_high_threshold, args.image_gc_low_threshold))
+                             image_gc_thresholds=(args.image_gc_high_threshold, args.image_gc_low_threshold),
+                             container_log=(args.container_log_max_size, args.container_log_max_files))
     return _until_signalled(lambda stop: run_server(config, stop,
                                                    controller_manager=not args.disable_controller_manager,
                                                    scheduler=not args.disable_scheduler, agent=agent,

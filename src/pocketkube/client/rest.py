@@ -60,11 +60,16 @@ class ClientConfig:
 
     @classmethod
     def from_kubeconfig(cls, path: Path, context: str | None = None) -> ClientConfig:
-        config = yaml.safe_load(Path(path).read_text())
-        context_name = context or config.get("current-context")
-        ctx = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+        """OSError when the file cannot be read, ValueError when it is not a kubeconfig naming a context,
+        its cluster and user."""
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+            context_name = context or config.get("current-context")
+            ctx = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
+            cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
+            user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError, StopIteration) as err:
+            raise ValueError(f"{path} is not a usable kubeconfig ({type(err).__name__}: {err})") from None
 
         def data(section: Obj, key: str) -> bytes | None:
             if section.get(f"{key}-data"):

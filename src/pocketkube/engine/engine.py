@@ -455,6 +455,11 @@ class Engine:
         container = self.containers.resolve(ref)
         return await attach_stdio(self.monitor_paths, container.id)
 
+    def reopen_log(self, ref: str) -> None:
+        """The running container's monitor starts a new log file at the log path, after the caller renamed
+        the old one away (log rotation); MonitorGone once the container has ended."""
+        conmon.reopen_log(self.monitor_paths, self.containers.resolve(ref).id)
+
     # --- copying files in and out (docker cp) --------------------------------------------------------
 
     @contextmanager

@@ -35,6 +35,8 @@ from pocketkube.kubelet.cgroups import PodCgroups
 from pocketkube.kubelet.eventqueue import EventQueue
 from pocketkube.kubelet.imagegc import ImageGC, ImageGCPolicy
 from pocketkube.kubelet.join import join_config
+from pocketkube.kubelet.logrotation import MONITOR_INTERVAL as LOG_MONITOR_INTERVAL
+from pocketkube.kubelet.logrotation import ContainerLogRotator, LogRotationPolicy
 from pocketkube.kubelet.node import KUBELET_VERSION, NodeConfig, NodeStatus, allocatable
 from pocketkube.kubelet.podnetwork import DEFAULT_BRIDGE, DEFAULT_CLUSTER_DOMAIN, DNSSettings, PodNetwork
 from pocketkube.kubelet.podworker import NodeContext, PodWorker
@@ -83,6 +85,7 @@ class KubeletConfig:
     status_interval: float = 60.0
     static_pod_period: float = STATIC_POD_PERIOD
     image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
+    log_rotation: LogRotationPolicy = field(default_factory=LogRotationPolicy)
 
     @property
     def root(self) -> Path:
@@ -120,6 +123,7 @@ class Kubelet:
             events=EventQueue(EventRecorder(client, "kubelet", config.node_name)), pods_dir=root / "pods",
             restart_backoff=Backoff(), pull_backoff=Backoff(), list_services=self._services)
         self.image_gc = ImageGC(self.engine, config.image_gc)
+        self.log_rotator = ContainerLogRotator(config.log_rotation, self.runtime.reopen_log)
         self.ready = asyncio.Event()
         self.server: KubeletServer | None = None
         self._adoptable: dict[str, tuple[list[Container], list[Sandbox]]] = {}
@@ -150,6 +154,7 @@ class Kubelet:
             await self._clean_orphans()
             background.append(asyncio.create_task(self._static_pod_loop(stop), name="kubelet-static-pods"))
             background.append(asyncio.create_task(self._housekeeping(stop), name="kubelet-housekeeping"))
+            background.append(asyncio.create_task(self._rotate_logs(stop), name="kubelet-log-rotation"))
             await self._start_server()
             log.info("kubelet on node %s ready (podCIDR %s, %d pods adopted)", self.config.node_name,
                      self.node.pod_cidr, len(self.workers))
@@ -331,6 +336,16 @@ class Kubelet:
                 await asyncio.to_thread(self.image_gc.collect, now)
             except OSError as err:
                 log.warning("image garbage collection failed: %s", err)
+
+
+    async def _rotate_logs(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LOG_MONITOR_INTERVAL)
+            try:
+                await self.log_rotator.rotate(await asyncio.to_thread(self.runtime.running_logs))
+            except OSError as err:
+                log.warning("container log rotation failed: %s", err)
 
 
 def _tune_event_loop() -> None:

@@ -36,6 +36,7 @@ from pocketkube.engine.runtime.attach import AttachSession
 from pocketkube.engine.runtime.conmon import MonitorGone
 from pocketkube.engine.runtime.namespaces import is_pinned
 from pocketkube.engine.streams import ExecStream
+from pocketkube.kubelet.logrotation import remove_rotated
 from pocketkube.kubelet.status import InstanceState, normalize_image
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,15 @@ class Runtime:
             found.append(container)
         return found
 
+    def running_logs(self) -> list[tuple[str, Path]]:
+        """(container id, log path) of the kubelet's running containers, as their records say (blocking)."""
+        return [(c.id, Path(c.config.log_path)) for c in self.engine.containers.list()
+                if c.running and c.config.log_path and LABEL_POD_UID in c.config.labels]
+
+    async def reopen_log(self, container_id: str) -> None:
+        """The CRI's ReopenContainerLog."""
+        self.engine.reopen_log(container_id)
+
     def instance_state(self, container: Container) -> InstanceState:
         state = container.state
         labels = container.config.labels
@@ -428,8 +438,9 @@ def termination_message(container: Container) -> str:
 
 
 def _remove_files(container: Container) -> None:
-    """A removed container's log and termination message file go with it."""
+    """A removed container's log (rotated files too) and termination message file go with it."""
     Path(container.config.log_path).unlink(missing_ok=True)
+    remove_rotated(Path(container.config.log_path))
     termination = container.config.labels.get(LABEL_TERMINATION_LOG)
     if termination:
         Path(termination).unlink(missing_ok=True)

@@ -9,11 +9,10 @@ bytes, and shutting down our sending side closes the container's stdin (unless c
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 
-from pocketkube.engine.runtime.conmon import MonitorGone, MonitorPaths
+from pocketkube.engine.runtime.conmon import MonitorGone, MonitorPaths, send_control
 
 STREAMS = {2: "stdout", 3: "stderr"}
 # conmon reads attach input with a 32 KiB buffer; a longer SEQPACKET message would be cut short.
@@ -45,16 +44,7 @@ async def attach(paths: MonitorPaths, cid: str) -> AttachSession:
 
 def resize(paths: MonitorPaths, cid: str, rows: int, cols: int) -> None:
     """Sets the size of the container's terminal (containers created with terminal=True)."""
-    try:
-        fd = os.open(paths.socket_dir / cid / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ENXIO):  # ENXIO: a fifo nobody reads, the monitor is gone
-            raise MonitorGone(f"cannot resize the terminal of container {cid}: its monitor is not running") from None
-        raise
-    try:
-        os.write(fd, f"{_RESIZE_EVENT} {rows} {cols}\n".encode())
-    finally:
-        os.close(fd)
+    send_control(paths, cid, f"{_RESIZE_EVENT} {rows} {cols}\n", "resize the terminal of")
 
 
 class AttachSession:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -33,6 +34,7 @@ _IN_Q_OVERFLOW = 0x00004000
 _IN_NONBLOCK = os.O_NONBLOCK
 _INOTIFY_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
 _IN_CLOEXEC = os.O_CLOEXEC
+_REOPEN_LOG_EVENT = 2  # a control fifo message type
 _MONITOR_FILES = ("attach", "ctl", "winsz")  # what conmon leaves in the bundle, reached through the symlink
 
 
@@ -320,6 +322,27 @@ class _ExitDirWatch:
             if overflowed or cid in names:
                 for event in events:
                     event.set()
+
+
+def send_control(paths: MonitorPaths, cid: str, line: str, purpose: str) -> None:
+    """Writes one "<type> <rows> <cols>" line to the monitor's control fifo (type 1: terminal size, 2: reopen
+    the log file); MonitorGone names `purpose` when no monitor reads it."""
+    try:
+        fd = os.open(paths.socket_dir / cid / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENXIO):  # ENXIO: a fifo nobody reads, the monitor is gone
+            raise MonitorGone(f"cannot {purpose} container {cid}: its monitor is not running") from None
+        raise
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def reopen_log(paths: MonitorPaths, cid: str) -> None:
+    """Makes the monitor reopen (create anew) the container's log file, after it was renamed away: the CRI's
+    ReopenContainerLog, as CRI-O asks it of conmon."""
+    send_control(paths, cid, f"{_REOPEN_LOG_EVENT} 0 0\n", "reopen the log of")
 
 
 def cleanup(paths: MonitorPaths, cid: str) -> None:

@@ -1,17 +1,19 @@
 """Container logs as the kubelet serves them: the CRI log file conmon writes (one entry per line,
 `<RFC3339Nano time> <stdout|stderr> <P|F> <text>`, P = a partial line the next entry continues) turned back
 into what the container printed, with kubectl's options: tailLines, sinceSeconds/sinceTime, timestamps,
-limitBytes and follow (until the container exits)."""
+limitBytes and follow (until the container exits, across rotations of the file)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 _POLL = 0.1
 _TIME = re.compile(r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)$")
@@ -106,13 +108,39 @@ class LogOptions:
                    since)
 
 
-def _read_from(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-    except FileNotFoundError:
-        return b""
+class _LogReader:
+    """Reads a log file on from where it last stopped, across rotation: once the path names a new file (the
+    kubelet renamed the old one away and the monitor opened a new one), the old file's rest is read, then
+    the new file from its start. Blocking: call it from a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: BinaryIO | None = None
+
+    def read(self) -> bytes:
+        if self._file is None:
+            try:
+                self._file = open(self._path, "rb")  # kept open between reads: rotation renames it
+            except FileNotFoundError:
+                return b""
+        data = self._file.read()
+        if not data and self._rotated():
+            data = self._file.read()  # written between the read above and the rename
+            self._file.close()
+            self._file = None
+        return data
+
+    def _rotated(self) -> bool:
+        assert self._file is not None
+        try:
+            return os.stat(self._path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return False  # renamed, its successor not yet opened: read on from the old file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class _Output:
@@ -150,22 +178,26 @@ async def write_log(path: Path, options: LogOptions, write: Callable[[bytes], Aw
     """Writes the log as the options ask; with follow, keeps going until `running()` turns false and the
     file holds nothing new."""
     output = _Output(write, options)
-    entries, offset = _complete_lines(await asyncio.to_thread(_read_from, path, 0))
-    if options.tail_lines is not None:
-        entries = entries[-options.tail_lines:] if options.tail_lines else []
-    await output.entries(entries)
-    if not options.follow:
-        return
-    pending = b""
-    while not output.full:
-        alive = running()  # asked before reading, so nothing written before the exit is missed
-        data = await asyncio.to_thread(_read_from, path, offset)
-        if data:
-            offset += len(data)
-            entries, used = _complete_lines(pending + data)
-            pending = (pending + data)[used:]
-            await output.entries(entries)
-            continue
-        if not alive:
+    reader = _LogReader(path)
+    try:
+        data = await asyncio.to_thread(reader.read)
+        entries, used = _complete_lines(data)
+        pending = data[used:]
+        if options.tail_lines is not None:
+            entries = entries[-options.tail_lines:] if options.tail_lines else []
+        await output.entries(entries)
+        if not options.follow:
             return
-        await asyncio.sleep(_POLL)
+        while not output.full:
+            alive = running()  # asked before reading, so nothing written before the exit is missed
+            data = await asyncio.to_thread(reader.read)
+            if data:
+                entries, used = _complete_lines(pending + data)
+                pending = (pending + data)[used:]
+                await output.entries(entries)
+                continue
+            if not alive:
+                return
+            await asyncio.sleep(_POLL)
+    finally:
+        reader.close()
