@@ -5,8 +5,11 @@ the directory)."""
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +17,10 @@ from typing import IO, Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syncfs.argtypes = [ctypes.c_int]
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+_FLAGS_UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM, errno.EACCES)
 
 
 def syncfs(path: Path) -> None:
@@ -64,3 +71,24 @@ def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], *, mod
 
 def write_json_atomic(path: Path, document: Any) -> None:
     write_atomic(path, json.dumps(document, indent=1, sort_keys=True).encode())
+
+
+def spread_subdirectories(path: Path) -> None:
+    """Marks `path` as the top of a directory hierarchy for ext4's Orlov allocator (chattr +T), where the
+    filesystem supports it; elsewhere nothing changes. Unmarked, ext4 puts a new subdirectory, and the files
+    in it, in its parent's block group: per-object directories that come and go by the thousand (containers,
+    snapshots, pods) then crowd one group, and on a filesystem without a journal every inode allocation there
+    skips, one by one, each inode freed in the last minutes. Measured on such a node starting pods back to
+    back: a fifth of the kubelet's CPU samples were in that search, and marking the parents cut the
+    kubelet's CPU per pod by about a third."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(4)))[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError as err:
+        if err.errno not in _FLAGS_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+

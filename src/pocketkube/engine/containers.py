@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pocketkube.engine import names
 from pocketkube.engine.runtime.spec import Mount, Resources
-from pocketkube.fsutil import fsync_dir, write_atomic
+from pocketkube.fsutil import fsync_dir, spread_subdirectories, write_atomic
 
 # One asyncio lock per (store, container) for the whole process, shared by every Engine instance.
 _TASK_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
@@ -194,6 +194,7 @@ class ContainerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(root)  # a directory per container
         if not self._names.is_dir():
             self._build_name_index()
         self._sweep_removed()

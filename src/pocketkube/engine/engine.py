@@ -42,6 +42,7 @@ from pocketkube.engine.snapshots.snapshotter import Mount as SnapshotMount
 from pocketkube.engine.snapshots.snapshotter import Snapshotter, chain_ids
 from pocketkube.engine.snapshots.unpack import apply_layer
 from pocketkube.engine.streams import ExecStream, exec_error_code
+from pocketkube.fsutil import spread_subdirectories
 
 DEFAULT_STOP_TIMEOUT = 10
 
@@ -86,6 +87,9 @@ class Engine:
     def runtime(self) -> OCIRuntime:
         if self._runtime is None:
             self._runtime = OCIRuntime.detect(self.run_root / "runtime", self._runtime_choice)
+            # conmon keeps a directory per container there (made on first use, with the others)
+            self.monitor_paths.persist_dir.mkdir(parents=True, exist_ok=True)
+            spread_subdirectories(self.monitor_paths.persist_dir)
             if self.settings.cgroup_favordynmods == "on":
                 favordynmods.favor_dynamic_modifications()  # ~11 ms off most container starts
         return self._runtime
@@ -528,7 +532,11 @@ class Engine:
 
     def create_sandbox(self, sandbox_id: str, *, kinds: tuple[str, ...] = ("net", "ipc", "uts"),
                        hostname: str | None = None) -> dict[str, Path]:
-        return namespaces.create_pinned(self.run_root / "sandboxes" / sandbox_id, kinds, hostname=hostname)
+        sandboxes = self.run_root / "sandboxes"
+        if not sandboxes.is_dir():
+            sandboxes.mkdir(parents=True, exist_ok=True)
+            spread_subdirectories(sandboxes)  # a directory per sandbox
+        return namespaces.create_pinned(sandboxes / sandbox_id, kinds, hostname=hostname)
 
     def pin_sandbox_namespace(self, sandbox_id: str, kind: str, pid: int) -> Path:
         """Adds process `pid`'s namespace of `kind` to the sandbox (a pod's shared pid namespace: the pid of

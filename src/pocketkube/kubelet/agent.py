@@ -30,6 +30,7 @@ from pocketkube.client.informer import Informer
 from pocketkube.client.rest import APIError, Client, ClientConfig
 from pocketkube.engine.containers import Container
 from pocketkube.engine.engine import Engine
+from pocketkube.fsutil import spread_subdirectories
 from pocketkube.kubelet.backoff import Backoff
 from pocketkube.kubelet.cgroups import PodCgroups
 from pocketkube.kubelet.eventqueue import EventQueue
@@ -102,7 +103,8 @@ class Kubelet:
         self.config = config
         self.engine = engine or Engine(config.data_dir)
         root = config.root
-        root.mkdir(parents=True, exist_ok=True)
+        (root / "pods").mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(root / "pods")  # a directory per pod
         self.runtime = Runtime(self.engine, root)
         self.network = PodNetwork(root, bridge=config.cni_bridge,
                                   dns=DNSSettings(list(config.cluster_dns), config.cluster_domain))

@@ -36,6 +36,7 @@ from pocketkube.engine.runtime.attach import AttachSession
 from pocketkube.engine.runtime.conmon import MonitorGone
 from pocketkube.engine.runtime.namespaces import is_pinned
 from pocketkube.engine.streams import ExecStream
+from pocketkube.fsutil import spread_subdirectories
 from pocketkube.kubelet.logrotation import remove_rotated
 from pocketkube.kubelet.status import InstanceState, normalize_image
 
@@ -129,6 +130,7 @@ class Runtime:
         self.log_dir = root / "logs"
         self.sandbox_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(self.log_dir)  # a directory per pod
         self._pull_locks: dict[str, asyncio.Lock] = {}
         self._container_locks: dict[str, asyncio.Lock] = {}
         # container id -> its imageID, found once (as CRI runtimes record it at creation): every status

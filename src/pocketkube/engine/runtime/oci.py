@@ -26,6 +26,7 @@ from pocketkube import childprocess
 from pocketkube.engine.runtime import mountns
 from pocketkube.engine.runtime.console import ConsoleSocket
 from pocketkube.engine.runtime.sealed import sealed_copy
+from pocketkube.fsutil import spread_subdirectories
 
 # The order "auto" tries them. crun is faster here: create+start+exit through conmon ~29 ms vs ~47 ms for
 # runc, an exec ~13 ms vs ~33 ms, a state query ~4 ms vs ~7 ms.
@@ -135,6 +136,7 @@ class OCIRuntime:
                 continue
             runtime = cls(name, installed, state_root / name)
             runtime.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            spread_subdirectories(runtime.state_root)  # the runtime keeps a directory per container
             try:
                 runtime.wrapper, runtime.hidden_mount = _crun_wrapper_if_needed(runtime)
                 runtime.binary = _fastest_working_binary(runtime, installed)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pocketkube.engine.snapshots.unpack import apply_layer
-from pocketkube.fsutil import syncfs, write_atomic
+from pocketkube.fsutil import spread_subdirectories, syncfs, write_atomic
 from pocketkube.mountpoint import is_mount_point
 
 _MS_RDONLY = 0x1
@@ -241,6 +241,7 @@ class Snapshotter:
         self.root = Path(root)
         for directory in (self.root, self._snapshots_dir, self._locks_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(self._tmp_dir)  # where every snapshot and layer directory is made
         # unpacked layers hold setuid binaries: keep unprivileged users out of them
         os.chmod(self.root, 0o700)
         with self._index() as index:
