@@ -13,6 +13,7 @@ import pytest_asyncio
 from cluster import Cluster
 from harness import bare_server, connect, create_namespace, eventually, get_or_none, resource, running
 
+from pocketkube.api import localpath
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.client.rest import Client
 from pocketkube.controllers.namespace import NamespaceController
@@ -217,13 +218,23 @@ async def test_dynamic_provisioning_with_local_path(client: Client) -> None:
         return (await client.get(PODS, "user", ns))["spec"].get("nodeName")
     assert await eventually(scheduled, what="pod scheduled") == node
 
-    # Delete reclaim: with the claim gone, the provisioned volume is deleted.
+    assert pv["metadata"]["finalizers"] == [localpath.FINALIZER]
+
+    # Delete reclaim: with the claim gone, the provisioned volume is deleted; its finalizer keeps it until the
+    # node has removed the directory (no kubelet runs here: the test does the node's part).
     await client.delete(PODS, "user", ns, grace_period_seconds=0)
     await client.delete(PVCS, "cache", ns)
 
+    async def volume_deleted() -> Obj | None:
+        found = await get_or_none(client, PVS, f"pvc-{uid}")
+        return found if found and found["metadata"].get("deletionTimestamp") else None
+    deleted = await eventually(volume_deleted, what="provisioned volume deleted")
+    assert deleted["metadata"]["finalizers"] == [localpath.FINALIZER]
+    await client.patch(PVS, f"pvc-{uid}", {"metadata": {"finalizers": None}})
+
     async def volume_gone() -> bool:
         return await get_or_none(client, PVS, f"pvc-{uid}") is None
-    await eventually(volume_gone, what="provisioned volume deleted")
+    await eventually(volume_gone, what="provisioned volume gone once the node's finalizer is")
 
 
 async def _with_class(client: Client, ns: str, name: str) -> Obj | None:

@@ -4,6 +4,7 @@ first and checked later, so their waits overlap."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -270,6 +271,38 @@ def test_job_pod_completes(node: NodeCluster) -> None:
     assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "False" and ready["reason"] == "PodCompleted"
+
+
+def test_stateful_set_pod_keeps_its_local_path_volume(node: NodeCluster) -> None:
+    """The controllers, the scheduler, the local-path provisioner and the kubelet together: the pod comes back
+    under its name after deletion and finds what it wrote."""
+    node.apply({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}, "spec": {
+        "serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+            "terminationGracePeriodSeconds": 1, "containers": [{**BUSYBOX, **shell(
+                "db", "echo \"visit by $(hostname)\" >> /data/visits; sleep 3600",
+                volumeMounts=[{"name": "data", "mountPath": "/data"}])}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}]}})
+    node.wait_status("db-0", "Running", timeout=90)
+    claim = node.get("pvc", "data-db-0")
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["storageClassName"] == "local-path"
+    first_uid = node.get("pod", "db-0")["metadata"]["uid"]
+    node.kubectl("delete", "pod", "db-0", "--wait=true", timeout=60)
+    node.wait_for(lambda: node.get("pod", "db-0")["metadata"]["uid"] != first_uid, 60, what="db-0 recreated")
+    node.wait_status("db-0", "Running", timeout=90)
+    code, visits = exec_in(node.data_dir, "db-0", "db", ["cat", "/data/visits"])
+    assert code == 0 and visits.splitlines() == ["visit by db-0", "visit by db-0"], visits
+    volume = node.get("pv", claim["spec"]["volumeName"])
+    node.kubectl("delete", "statefulset", "db", "--wait=true", timeout=60)
+    node.kubectl("delete", "pvc", "data-db-0", "--wait=true", timeout=60)
+    path = Path(volume["spec"]["hostPath"]["path"])
+    node.wait_for(lambda: not path.exists(), 30, what="the released volume's directory removed (reclaim Delete)")
+    node.wait_for(lambda: "NotFound" in node.kubectl("get", "pv", volume["metadata"]["name"], check=False).stderr,
+                  30, what="the volume gone once its directory is")
+    for directory in (path.parent, path.parent.parent):  # the storage root, if this test made it
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def test_oom_killed(node: NodeCluster) -> None:

@@ -106,6 +106,29 @@ def test_statefulset_and_daemonset_defaults(strategies: StrategySet) -> None:
     assert ds_s.validate(ds) == []
 
 
+def test_statefulset_template_mounts_its_claim_templates(strategies: StrategySet) -> None:
+    """As upstream, a StatefulSet's pod spec is not validated: its containers mount volumes that only its
+    volumeClaimTemplates name. Its restart policy still must be Always."""
+    sts_s = strategies.strategy_for(("apps", "v1", "statefulsets"))
+    template = _template()
+    template["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    deployment_template = copy.deepcopy(template)
+    sts = _prepare(sts_s, _obj("StatefulSet", "apps/v1", {
+        "selector": {"matchLabels": {"app": "x"}}, "serviceName": "x", "template": template,
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}))
+    assert sts_s.validate(sts) == []
+    for policy in ("Never", "Sometimes"):
+        sts["spec"]["template"]["spec"]["restartPolicy"] = policy
+        assert _texts(sts_s.validate(sts)) == [
+            f'spec.template.spec.restartPolicy: Unsupported value: "{policy}": supported values: "Always"']
+    deployment_s = strategies.strategy_for(("apps", "v1", "deployments"))
+    deployment = _prepare(deployment_s, _obj("Deployment", "apps/v1", {"selector": {"matchLabels": {"app": "x"}},
+                                                                     "template": deployment_template}))
+    assert _texts(deployment_s.validate(deployment)) == [
+        'spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data"']
+
+
 def test_replicaset_and_rc(strategies: StrategySet) -> None:
     rs_s = strategies.strategy_for(("apps", "v1", "replicasets"))
     rs = _prepare(rs_s, _obj("ReplicaSet", "apps/v1", {"selector": {"matchLabels": {"app": "x"}},

@@ -15,7 +15,8 @@ start as k3s deploys it) wait for the first consumer: once the scheduler has wri
 volume.kubernetes.io/selected-node on the claim, the controller creates a hostPath volume under
 /var/lib/pocketkube/storage on that node, with node affinity to it. Claims of other provisioners are
 annotated for an external provisioner, as upstream. Removing a deleted volume's directory on the node
-is the kubelet's job (the controller only deletes the PersistentVolume object).
+is the kubelet's job: the controller deletes the PersistentVolume object, whose finalizer keeps it until
+the node has removed the directory (pocketkube.api.localpath).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
+from pocketkube.api import localpath
 from pocketkube.api.quantity import parse_quantity
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.informer import object_key
@@ -42,7 +44,7 @@ ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 ANN_SELECTED_NODE = "volume.kubernetes.io/selected-node"
 ANN_STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 ANN_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
-ANN_DYNAMICALLY_PROVISIONED = "pv.kubernetes.io/provisioned-by"
+ANN_DYNAMICALLY_PROVISIONED = localpath.ANN_PROVISIONED_BY
 ANN_BETA_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 ANN_BETA_DEFAULT_CLASS = "storageclass.beta.kubernetes.io/is-default-class"
@@ -51,9 +53,9 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 # The built-in provisioner. Its own name rather than rancher.io/local-path: k3s manifests refer to the
 # class (`local-path`), not to the provisioner, and a real local-path-provisioner deployed into the
 # cluster must not race this one for the same claims.
-LOCAL_PATH_PROVISIONER = "pocketkube.io/local-path"
+LOCAL_PATH_PROVISIONER = localpath.PROVISIONER
 LOCAL_PATH_CLASS = "local-path"
-LOCAL_PATH_ROOT = "/var/lib/pocketkube/storage"
+LOCAL_PATH_ROOT = localpath.STORAGE_ROOT
 LOCAL_PATH_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 # Upstream's resync period: every claim and volume is looked at again this often.
 RESYNC_SECONDS = 15.0
@@ -214,7 +216,8 @@ def local_path_volume(claim: Obj, storage_class: Obj, node: Obj) -> Obj:
     return {
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": name, "annotations": {ANN_BOUND_BY_CONTROLLER: "yes",
-                                                   ANN_DYNAMICALLY_PROVISIONED: LOCAL_PATH_PROVISIONER}},
+                                                   ANN_DYNAMICALLY_PROVISIONED: LOCAL_PATH_PROVISIONER},
+                     "finalizers": [localpath.FINALIZER]},  # the node removes the directory first
         "spec": {
             "accessModes": list(spec.get("accessModes") or []),
             "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {})["storage"]},
@@ -602,6 +605,8 @@ class PersistentVolumeController(Controller):
         await self._update_volume_phase(updated, "Available")
 
     async def _reclaim(self, volume: Obj) -> None:
+        if volume["metadata"].get("deletionTimestamp"):
+            return  # deleted already, its finalizers still at work
         policy = (volume.get("spec") or {}).get("persistentVolumeReclaimPolicy") or "Retain"
         if policy == "Retain":
             return  # kept, with the claimRef of its claim, until an administrator frees it

@@ -53,6 +53,7 @@ from pocketkube.kubelet.server import KubeletServer
 from pocketkube.kubelet.staticpods import is_mirror, mirror_pod, read_manifests, static_uid_of
 from pocketkube.kubelet.streaming_backend import NodeStreaming, serving_context
 from pocketkube.kubelet.volumes import VolumeManager
+from pocketkube.kubelet.volumes.localpath import HOSTNAME_LABEL, PVS, LocalPathReclaimer
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -116,6 +117,9 @@ class Kubelet:
             lease_interval=config.lease_interval, status_interval=config.status_interval))
         self.pod_informer = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}")
         self.service_informer = Informer(client, SERVICES)
+        # deleted local-path volumes of this node wait for their directory to be removed here
+        self.volume_informer = Informer(client, PVS)
+        self.local_path = LocalPathReclaimer(client, config.labels.get(HOSTNAME_LABEL, config.node_name))
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.ctx = NodeContext(
@@ -148,6 +152,9 @@ class Kubelet:
             background.append(asyncio.create_task(self.node.run(stop), name="node-heartbeat"))
             background.append(asyncio.create_task(self.ctx.events.run(), name="kubelet-events"))
             background.append(asyncio.create_task(self.service_informer.run(), name="kubelet-services"))
+            self.volume_informer.add_handler(on_add=self.local_path.on_volume,
+                                             on_update=lambda _old, new: self.local_path.on_volume(new))
+            background.append(asyncio.create_task(self.volume_informer.run(), name="kubelet-volumes"))
             self.pod_informer.add_handler(on_add=self._on_pod, on_update=lambda _old, new: self._on_pod(new),
                                           on_delete=self._on_pod_deleted)
             background.append(asyncio.create_task(self.pod_informer.run(), name="kubelet-pods"))
@@ -338,7 +345,6 @@ class Kubelet:
                 await asyncio.to_thread(self.image_gc.collect, now)
             except OSError as err:
                 log.warning("image garbage collection failed: %s", err)
-
 
     async def _rotate_logs(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -42,9 +42,10 @@ def _is_zero(value: Any) -> bool:
 
 
 def validate_selector_and_template(spec: Obj, *, restart_policies: list[str], kind_label: str,
-                                   allow_empty_selector: bool = False) -> list[Cause]:
+                                   allow_empty_selector: bool = False, pod_spec: bool = True) -> list[Cause]:
     """The selector/template rules shared by every controller: selector required, valid, non-empty, and
-    matching the template's labels; the template valid with the allowed restart policies."""
+    matching the template's labels; the template valid with the allowed restart policies (its pod spec
+    unchecked with pod_spec=False)."""
     errs: list[Cause] = []
     selector = spec.get("selector")
     if selector is None:
@@ -60,7 +61,8 @@ def validate_selector_and_template(spec: Obj, *, restart_policies: list[str], ki
     labels = podspec.template_labels(template)
     if selector is not None and not f.selector_is_empty(selector) and not f.selector_matches(selector, labels):
         errs.append(v.invalid_value("spec.template.metadata.labels", labels, SELECTOR_MISMATCH))
-    errs.extend(podspec.validate_pod_template(template, "spec.template", restart_policies=restart_policies))
+    errs.extend(podspec.validate_pod_template(template, "spec.template", restart_policies=restart_policies,
+                                              pod_spec=pod_spec))
     if (template.get("spec") or {}).get("activeDeadlineSeconds") is not None:
         errs.append(v.forbidden("spec.template.spec.activeDeadlineSeconds",
                                 f"activeDeadlineSeconds in {kind_label} is not Supported"))
@@ -279,7 +281,8 @@ class StatefulSetStrategy(_WorkloadStrategy):
             if value not in ("Retain", "Delete"):
                 errs.append(v.not_supported(f"spec.persistentVolumeClaimRetentionPolicy.{key}", value,
                                             ["Retain", "Delete"]))
-        errs += validate_selector_and_template(spec, restart_policies=["Always"], kind_label="statefulset")
+        errs += validate_selector_and_template(spec, restart_policies=["Always"], kind_label="statefulset",
+                                               pod_spec=False)
         errs += f.non_negative(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")
         errs += f.non_negative(spec.get("minReadySeconds"), "spec.minReadySeconds")
         return errs

@@ -567,17 +567,22 @@ def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
     return errs
 
 
-def validate_pod_template(template: Any, path: str, *, restart_policies: list[str] | None = None) -> list[Cause]:
-    """ValidatePodTemplateSpec (+ the workload's allowed restart policies)."""
+def validate_pod_template(template: Any, path: str, *, restart_policies: list[str] | None = None,
+                          pod_spec: bool = True) -> list[Cause]:
+    """ValidatePodTemplateSpec (+ the workload's allowed restart policies). pod_spec=False leaves the pod spec
+    unchecked, as upstream's ValidatePodTemplateSpecForStatefulSet does: a StatefulSet's containers mount
+    volumes that only its volumeClaimTemplates name."""
     if not isinstance(template, dict):
         return [v.required(path)]
     meta = template.get("metadata") or {}
     errs = v.validate_labels(meta.get("labels"), f"{path}.metadata.labels")
     errs += v.validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations")
     spec = template.get("spec")
-    errs += validate_pod_spec(spec, f"{path}.spec")
+    if pod_spec:
+        errs += validate_pod_spec(spec, f"{path}.spec")
     restart = (spec or {}).get("restartPolicy")
-    if restart_policies and restart and restart in RESTART_POLICIES and restart not in restart_policies:
+    refused_already = pod_spec and restart not in RESTART_POLICIES  # by validate_pod_spec
+    if restart_policies and restart and restart not in restart_policies and not refused_already:
         errs.append(v.not_supported(f"{path}.spec.restartPolicy", restart, restart_policies))
     return errs
 

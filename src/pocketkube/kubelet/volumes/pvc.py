@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pocketkube.api import localpath
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.client.rest import APIError, Client
 from pocketkube.kubelet.volumes import hostpath
@@ -18,9 +19,8 @@ _catalog = ResourceCatalog()
 PVCS = _catalog.resource("", "v1", "persistentvolumeclaims")
 PVS = _catalog.resource("", "v1", "persistentvolumes")
 STORAGECLASSES = _catalog.resource("storage.k8s.io", "v1", "storageclasses")
-# Kept in step with pocketkube.controllers.persistentvolume (the kubelet does not import controllers).
-LOCAL_PATH_PROVISIONER = "pocketkube.io/local-path"
-ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+LOCAL_PATH_PROVISIONER = localpath.PROVISIONER
+ANN_PROVISIONED_BY = localpath.ANN_PROVISIONED_BY
 LOCAL_PATH_DIR_MODE = 0o777
 ANN_VOLUME_GID = "pv.beta.kubernetes.io/gid"
 
