@@ -273,7 +273,11 @@ async def test_recreate_removes_old_pods_before_creating_new_ones(env: Env) -> N
 
 
 async def test_rollout_history_and_undo(env: Env) -> None:
-    await env.client.create(DEPLOY, deployment(env.ns, 2))
+    created = deployment(env.ns, 2)
+    # kubectl copies the old ReplicaSet's template back as its Go types encode it: an unset divisor as "0"
+    created["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}}]
+    await env.client.create(DEPLOY, created)
     await env.kubelet_until(env.complete)
     for image in ("nginx:2", "nginx:3"):
         await set_image(env, image)

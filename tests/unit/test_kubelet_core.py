@@ -150,6 +150,8 @@ def test_container_env_sources_and_errors() -> None:
         {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}},
         {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
         {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+        # a zero divisor is an unset one (upstream serializes it so): 1
+        {"name": "CORES", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "0"}}},
         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "MSG", "value": "$(CM_mode) on $(NODE)"},
         {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k", "optional": True}}}]}
@@ -158,6 +160,7 @@ def test_container_env_sources_and_errors() -> None:
                                                                    _context(objects, [kubernetes, mine]))))
     assert env["CM_mode"] == "fast" and "CM_bad key" not in env
     assert env["PW"] == "s3cret" and env["CPU"] == "500" and env["MEM"] == str(1024 ** 3)
+    assert env["CORES"] == "1"  # 500m in cores, rounded up
     assert env["MSG"] == "fast on n1" and "OPT" not in env
     assert env["KUBERNETES_SERVICE_HOST"] == "10.43.0.1" and env["API_SERVICE_HOST"] == "10.43.0.9"
     no_links = asyncio.run(container_env(_pod(enableServiceLinks=False), {"name": "c"},
@@ -166,6 +169,9 @@ def test_container_env_sources_and_errors() -> None:
     with pytest.raises(EnvError, match="couldn't find key nope in Secret prod/creds"):
         asyncio.run(container_env(pod, {"name": "c", "env": [
             {"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope"}}}]}, _context(objects)))
+    with pytest.raises(EnvError, match="unsupported container resource : limits.gpu"):
+        asyncio.run(container_env(pod, {"name": "c", "env": [
+            {"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}]}, _context(objects)))
     with pytest.raises(EnvError, match='configmap "absent" not found'):
         asyncio.run(container_env(pod, {"name": "c", "envFrom": [{"configMapRef": {"name": "absent"}}]},
                                   _context(objects)))

@@ -4,13 +4,13 @@ envFrom (with prefixes), env with value/valueFrom, and $(VAR) expansion against 
 from __future__ import annotations
 
 import base64
-import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pocketkube.api.quantity import parse_quantity
+from pocketkube.kubelet.volumes.downward import container_resource_value
+from pocketkube.kubelet.volumes.model import SourceError
 
 Obj = dict[str, Any]
 
@@ -102,18 +102,10 @@ def resource_value(pod: Obj, container: Obj, ref: Obj, ctx: EnvContext) -> str:
                    if c["name"] == name), None)
     if target is None:
         raise EnvError(f"container {name} not found in pod")
-    kind, _, resource = ref["resource"].partition(".")
-    resources = target.get("resources") or {}
-    value = (resources.get(kind) or {}).get(resource)
-    if value is None and kind == "limits":
-        value = ctx.node_allocatable.get(resource)
-    if value is None:
-        return "0"
-    divisor = parse_quantity(str(ref.get("divisor") or "1")).as_fraction()
-    if divisor == 0:
-        raise EnvError(f"divisor of {ref['resource']} must not be zero")
-    amount = parse_quantity(str(value)).as_fraction()
-    return str(math.ceil(amount / divisor))
+    try:
+        return container_resource_value(ref, target, ctx.node_allocatable)
+    except SourceError as err:
+        raise EnvError(str(err)) from None
 
 
 async def _source_data(kind: str, namespace: str, name: str, ctx: EnvContext) -> dict[str, str] | None:

@@ -83,6 +83,21 @@ def _default_field_ref(ref: Obj | None) -> None:
         ref["apiVersion"] = "v1"
 
 
+def _default_resource_field_ref(ref: Obj | None) -> None:
+    # Divisor is a Quantity value, not a pointer, upstream: every object it decodes and encodes again shows
+    # an unset one as "0" (which the kubelet reads as 1). Clients that send objects back (kubectl rollout undo
+    # copies a ReplicaSet's template) then agree with what is stored.
+    if isinstance(ref, dict) and ref.get("divisor") is None:
+        ref["divisor"] = "0"
+
+
+def _default_downward_items(items: list[Any] | None) -> None:
+    for item in items or []:
+        if isinstance(item, dict):
+            _default_field_ref(item.get("fieldRef"))
+            _default_resource_field_ref(item.get("resourceFieldRef"))
+
+
 def default_container(c: Obj) -> None:
     """SetDefaults_Container plus the nested defaults of its ports, probes, handlers and env."""
     if not c.get("imagePullPolicy"):
@@ -91,6 +106,8 @@ def default_container(c: Obj) -> None:
         c["terminationMessagePath"] = "/dev/termination-log"
     if not c.get("terminationMessagePolicy"):
         c["terminationMessagePolicy"] = "File"
+    if c.get("resources") is None:
+        c["resources"] = {}  # a struct value upstream, so always there: what clients send back agrees
     for port in c.get("ports") or []:
         if isinstance(port, dict) and not port.get("protocol"):
             port["protocol"] = "TCP"
@@ -103,6 +120,7 @@ def default_container(c: Obj) -> None:
     for env in c.get("env") or []:
         if isinstance(env, dict):
             _default_field_ref((env.get("valueFrom") or {}).get("fieldRef"))
+            _default_resource_field_ref((env.get("valueFrom") or {}).get("resourceFieldRef"))
 
 
 def _default_volume(vol: Obj) -> None:
@@ -112,14 +130,12 @@ def _default_volume(vol: Obj) -> None:
         src = vol.get(key)
         if isinstance(src, dict) and src.get("defaultMode") is None:
             src["defaultMode"] = DEFAULT_MODE
-    for item in (vol.get("downwardAPI") or {}).get("items") or []:
-        _default_field_ref(item.get("fieldRef"))
+    _default_downward_items((vol.get("downwardAPI") or {}).get("items"))
     for source in (vol.get("projected") or {}).get("sources") or []:
         token = source.get("serviceAccountToken")
         if isinstance(token, dict) and token.get("expirationSeconds") is None:
             token["expirationSeconds"] = 3600
-        for item in (source.get("downwardAPI") or {}).get("items") or []:
-            _default_field_ref(item.get("fieldRef"))
+        _default_downward_items((source.get("downwardAPI") or {}).get("items"))
     host_path = vol.get("hostPath")
     if isinstance(host_path, dict) and host_path.get("type") is None:
         host_path["type"] = ""
