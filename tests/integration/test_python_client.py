@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -201,3 +202,4 @@ def test_compaction_makes_old_watch_and_continue_410() -> None:
             assert watch_err.value.status == 410 and events == []
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
