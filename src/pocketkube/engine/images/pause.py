@@ -9,6 +9,7 @@ The image is deterministic for a given binary, and its tag names the binary's di
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tarfile
 import tempfile
@@ -28,6 +29,12 @@ _DIRECTORIES = {"dev": 0o755, "proc": 0o555, "sys": 0o555}
 
 
 def pause_ref(catatonit: Path = CATATONIT) -> str:
+    found = catatonit.stat()
+    return _ref_of(catatonit, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+@functools.cache  # hashed once per installed binary, not for every pod sandbox that needs the image
+def _ref_of(catatonit: Path, _inode: int, _size: int, _mtime_ns: int) -> str:
     with catatonit.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     return f"{REPOSITORY}:{digest[:12]}"
