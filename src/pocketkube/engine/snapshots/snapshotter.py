@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pocketkube.engine.snapshots.unpack import apply_layer
-from pocketkube.fsutil import spread_subdirectories, syncfs, write_atomic
+from pocketkube.fsutil import dump_json, spread_subdirectories, syncfs, write_atomic
 from pocketkube.mountpoint import is_mount_point
 
 _MS_RDONLY = 0x1
@@ -239,6 +239,7 @@ class Snapshotter:
         if mode not in ("auto", "overlay", "copy"):
             raise ValueError(f"snapshotter mode must be 'auto', 'overlay' or 'copy', not {mode!r}")
         self.root = Path(root)
+        self._last_read: tuple[bytes, str, _Index] | None = None  # metadata.json's bytes, boot, their parse
         for directory in (self.root, self._snapshots_dir, self._locks_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         spread_subdirectories(self._tmp_dir)  # where every snapshot and layer directory is made
@@ -477,16 +478,28 @@ class Snapshotter:
 
     @contextlib.contextmanager
     def _index(self, *, write: bool = False) -> Iterator[_Index]:
-        """The index under a shared flock, or an exclusive one when ``write`` (saved if no error)."""
+        """The index under a shared flock, or an exclusive one when ``write`` (saved if no error). A reader
+        gets the parse of the last read while the file's bytes are unchanged (a build reads the index
+        about fifteen times per step), so it must not change what it is given; a writer gets its own."""
         lock = os.open(self.root / "metadata.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             path = self.root / "metadata.json"
-            index = _Index(**json.loads(path.read_text())) if path.exists() else _Index()
-            index.drop_unsynced(_boot_id())
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            boot, last = _boot_id(), self._last_read
+            if not write and last is not None and last[:2] == (data, boot):
+                index = last[2]
+            else:
+                index = _Index(**json.loads(data)) if data else _Index()
+                index.drop_unsynced(boot)
+                if not write:
+                    self._last_read = (data, boot, index)
             yield index
             if write:
-                write_atomic(path, json.dumps(index.__dict__, indent=1, sort_keys=True).encode())
+                write_atomic(path, dump_json(index.__dict__))
         finally:
             os.close(lock)
 
