@@ -97,6 +97,16 @@ def node_kubeconfig(config: ServerConfig, pki: PKI, server_url: str, node_name: 
 
 
 @dataclass
+class ControllerManagerOptions:
+    """The controller manager the server starts (`pocketkube controller-manager` flags)."""
+
+    local_storage_path: Path  # where the local-path provisioner puts volumes' directories
+
+    def args(self) -> list[str]:
+        return ["--default-local-storage-path", str(self.local_storage_path)]
+
+
+@dataclass
 class AgentOptions:
     """The kubelet the server starts for its own node (`pocketkube kubelet` flags)."""
 
@@ -117,8 +127,9 @@ class AgentOptions:
                 "--container-log-max-size", max_size, "--container-log-max-files", str(max_files)]
 
 
-async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_manager: bool = True,
-                     scheduler: bool = True, agent: AgentOptions | None = None, verbose: bool = False) -> None:
+async def run_server(config: ServerConfig, stop: asyncio.Event, *,
+                     controller_manager: ControllerManagerOptions | None, scheduler: bool = True,
+                     agent: AgentOptions | None = None, verbose: bool = False) -> None:
     """Run until `stop` is set; log one line once /readyz answers 200."""
     server = APIServer(config)
     components: list[ComponentProcess] = []
@@ -127,13 +138,15 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_ma
         await server.start()
         log.info("pocketkube API server ready at %s (kubeconfig %s, datastore %s)", server.url,
                  kubeconfig_path(config.data_dir), config.endpoint.split("://")[0])
-        wanted = [("controller-manager", "kube-controller-manager", controller_manager),
-                  ("scheduler", "kube-scheduler", scheduler)]
-        for command, user, enabled in wanted:
-            if enabled:
+        # each component with its extra flags, None for one not wanted
+        wanted = [("controller-manager", "kube-controller-manager",
+                   controller_manager.args() if controller_manager is not None else None),
+                  ("scheduler", "kube-scheduler", [] if scheduler else None)]
+        for command, user, args in wanted:
+            if args is not None:
                 kubeconfig = await asyncio.to_thread(component_kubeconfig, config, server.pki, server.url, command,
                                                      user)
-                component = ComponentProcess(command, kubeconfig, verbose)
+                component = ComponentProcess(command, kubeconfig, verbose, args)
                 components.append(component)
                 tasks.append(asyncio.create_task(component.supervise(), name=command))
         if agent is not None:
@@ -151,6 +164,7 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *, controller_ma
         await server.stop()
 
 
-async def run_controller_manager(client_config: ClientConfig, stop: asyncio.Event) -> None:
+async def run_controller_manager(client_config: ClientConfig, options: ControllerManagerOptions,
+                                 stop: asyncio.Event) -> None:
     async with Client(client_config, user_agent="pocketkube-controller-manager") as client:
-        await ControllerManager(client).run(stop)
+        await ControllerManager(client, local_storage_path=options.local_storage_path).run(stop)

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from cluster import Cluster, new_cluster
@@ -55,9 +56,11 @@ def connect(cluster: Cluster) -> Client:
 
 @asynccontextmanager
 async def running(client: Client, *, controllers: tuple[type[Controller], ...] = (), identity: str = "test",
-                  scheduler: bool = False, nodes: SimulatedNodes | None = None) -> AsyncIterator[None]:
-    """Run the given controllers (in a ControllerManager), the default scheduler and simulated nodes until
-    the block ends; the block starts once the nodes have registered."""
+                  scheduler: bool = False, nodes: SimulatedNodes | None = None,
+                  local_storage_path: Path | None = None) -> AsyncIterator[None]:
+    """Run the given controllers (in a ControllerManager, with the local-path provisioner's root if they need
+    one), the default scheduler and simulated nodes until the block ends; the block starts once the nodes have
+    registered."""
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     if nodes is not None:
@@ -65,7 +68,8 @@ async def running(client: Client, *, controllers: tuple[type[Controller], ...] =
     if scheduler:
         tasks.append(asyncio.create_task(run_scheduler(client, stop)))
     if controllers:
-        manager = ControllerManager(client, controllers=controllers, identity=identity)
+        manager = ControllerManager(client, controllers=controllers, identity=identity,
+                                    local_storage_path=local_storage_path)
         tasks.append(asyncio.create_task(manager.run(stop)))
     try:
         if nodes is not None:

@@ -1,16 +1,19 @@
 """The PersistentVolume controller against a real API server: static binding (smallest fit, access modes,
 selector, volumeMode, pre-binding), release and reclaim, lost claims, and dynamic provisioning through
-the default local-path class with the scheduler choosing the node (simulated nodes, all in-process)."""
+the default local-path class with the scheduler choosing the node (simulated nodes, all in-process); and a
+whole `pocketkube server` provisioning under its own data directory."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster
+from cluster import Cluster, new_cluster
 from harness import bare_server, connect, create_namespace, eventually, get_or_none, resource, running
 
 from pocketkube.api import localpath
@@ -31,7 +34,7 @@ from pocketkube.kubelet.simulated import SimulatedNodes, SimulationConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Obj = dict[str, Any]
-PODS, EVENTS = resource("", "pods"), resource("", "events")
+PODS, EVENTS, SERVICEACCOUNTS = resource("", "pods"), resource("", "events"), resource("", "serviceaccounts")
 PVS, PVCS = resource("", "persistentvolumes"), resource("", "persistentvolumeclaims")
 CLASSES = resource("storage.k8s.io", "storageclasses")
 _ns = itertools.count()
@@ -48,7 +51,8 @@ async def client(server: Cluster) -> AsyncIterator[Client]:
     nodes_config = SimulationConfig(name_prefix="pv-", lease_interval=5, delete_delay=0.2)
     async with connect(server) as client, running(
             client, identity="test-pv", scheduler=True, nodes=SimulatedNodes(client, 2, nodes_config),
-            controllers=(PersistentVolumeController, NamespaceController)):
+            controllers=(PersistentVolumeController, NamespaceController),
+            local_storage_path=server.data_dir / "storage"):
         yield client
 
 
@@ -183,7 +187,7 @@ async def test_lost_claim_and_failed_delete(client: Client) -> None:
     assert lost["type"] == "Warning"
 
 
-async def test_dynamic_provisioning_with_local_path(client: Client) -> None:
+async def test_dynamic_provisioning_with_local_path(server: Cluster, client: Client) -> None:
     sc = await eventually(lambda: get_or_none(client, CLASSES, "local-path"), what="default StorageClass")
     assert sc["provisioner"] == LOCAL_PATH_PROVISIONER and sc["volumeBindingMode"] == "WaitForFirstConsumer"
     assert sc["metadata"]["annotations"][ANN_DEFAULT_CLASS] == "true" and sc["reclaimPolicy"] == "Delete"
@@ -204,7 +208,7 @@ async def test_dynamic_provisioning_with_local_path(client: Client) -> None:
     uid = pvc["metadata"]["uid"]
     assert pvc["spec"]["volumeName"] == f"pvc-{uid}"
     pv = await client.get(PVS, f"pvc-{uid}")
-    assert pv["spec"]["hostPath"] == {"path": f"/var/lib/pocketkube/storage/pvc-{uid}_{ns}_cache",
+    assert pv["spec"]["hostPath"] == {"path": f"{server.data_dir}/storage/pvc-{uid}_{ns}_cache",
                                       "type": "DirectoryOrCreate"}
     assert pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"] == [
         {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]
@@ -253,3 +257,31 @@ async def test_external_provisioner_is_waited_for(client: Client) -> None:
     assert pvc["metadata"]["annotations"][ANN_STORAGE_PROVISIONER] == "example.com/nfs"
     assert pvc["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-provisioner"] == "example.com/nfs"
     assert pvc["status"]["phase"] == "Pending"
+
+
+@pytest.mark.parametrize("storage_flag", [False, True], ids=["data-dir", "flag"])
+async def test_server_provisions_under_its_data_dir(storage_flag: bool) -> None:
+    """`pocketkube server --data-dir D` puts local-path volumes under D/storage (its controller manager is a
+    child process of its own), or under --default-local-storage-path; a simulated node takes the pod."""
+    cluster = new_cluster()
+    elsewhere = cluster.data_dir / "elsewhere" / ".." / "volumes"  # stored normalized
+    if storage_flag:
+        cluster.extra_args += ["--default-local-storage-path", str(elsewhere)]
+    try:
+        await asyncio.to_thread(cluster.start)
+        nodes_config = SimulationConfig(name_prefix="pv-dd-")
+        async with connect(cluster) as client, running(client, nodes=SimulatedNodes(client, 1, nodes_config)):
+            await eventually(lambda: get_or_none(client, SERVICEACCOUNTS, "default", "default"),
+                             what="default service account")
+            await claim(client, "default", "data", "1Gi", cls=None)
+            await client.create(PODS, {"apiVersion": "v1", "kind": "Pod",
+                                       "metadata": {"name": "user", "namespace": "default"},
+                                       "spec": {"containers": [{"name": "c", "image": "nginx"}], "volumes": [
+                                           {"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}})
+            pvc = await eventually(lambda: _phase(client, PVCS, "data", "default", "Bound"), 60, "claim Bound")
+            pv = await client.get(PVS, pvc["spec"]["volumeName"])
+        root = cluster.data_dir / "volumes" if storage_flag else cluster.data_dir / "storage"
+        assert pv["spec"]["hostPath"]["path"] == f"{root}/{pv['metadata']['name']}_default_data"
+    finally:
+        await asyncio.to_thread(cluster.stop)
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)

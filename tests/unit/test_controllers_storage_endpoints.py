@@ -5,6 +5,7 @@ PodDisruptionBudget arithmetic."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pocketkube.controllers.deployment_util import format_time
@@ -104,9 +105,10 @@ def test_local_path_provisioner_shape_and_refusals() -> None:
     assert "access modes" in local_path_refusal(pvc("1Gi", ("ReadWriteMany",)) | {"metadata": claim["metadata"]},
                                                 storage_class)
     volume = local_path_volume(claim, storage_class,
-                               {"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "host-1"}}})
+                               {"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "host-1"}}},
+                               Path("/srv/cluster-a/storage"))
     assert volume["metadata"]["name"] == "pvc-u1"
-    assert volume["spec"]["hostPath"]["path"] == "/var/lib/pocketkube/storage/pvc-u1_ns_c"
+    assert volume["spec"]["hostPath"] == {"path": "/srv/cluster-a/storage/pvc-u1_ns_c", "type": "DirectoryOrCreate"}
     assert volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == [
         "host-1"]
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import logging
 
     from pocketkube.kubelet.agent import KubeletConfig
+    from pocketkube.launcher import ControllerManagerOptions
 
 DEFAULT_DATA_DIR = Path("/var/lib/pocketkube")
 
@@ -34,6 +35,8 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster-cidr", default="10.42.0.0/16", help="pod IP range (%(default)s)")
     p.add_argument("--compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="how often storage history is compacted (%(default)s)")
+    p.add_argument("--default-local-storage-path", type=Path, default=None, metavar="PATH",
+                   help="where the local-path provisioner puts volumes (default DATA_DIR/storage)")
     p.add_argument("--disable-controller-manager", action="store_true",
                    help="do not start the controller manager with the server")
     p.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler with the server")
@@ -127,6 +130,8 @@ def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller-manager", help="run the controller manager against an API server")
     p.add_argument("--kubeconfig", type=Path, default=DEFAULT_DATA_DIR / "kubeconfig.yaml",
                    help="credentials and address of the API server (%(default)s)")
+    p.add_argument("--default-local-storage-path", type=Path, default=DEFAULT_DATA_DIR / "storage", metavar="PATH",
+                   help="where the local-path provisioner puts volumes (%(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -250,16 +255,24 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     return 0
 
 
+def _controller_manager_options(storage_path: Path) -> ControllerManagerOptions:
+    from pocketkube.api import localpath
+    from pocketkube.launcher import ControllerManagerOptions
+
+    return ControllerManagerOptions(local_storage_path=localpath.storage_root(storage_path))
+
+
 def _run_controller_manager(args: argparse.Namespace) -> int:
     from pocketkube.client.rest import ClientConfig
     from pocketkube.launcher import run_controller_manager
 
     try:
         config = ClientConfig.from_kubeconfig(args.kubeconfig)
+        options = _controller_manager_options(args.default_local_storage_path)
     except (OSError, ValueError) as err:
         _logger().error("%s", err)
         return 2
-    return _until_signalled(lambda stop: run_controller_manager(config, stop))
+    return _until_signalled(lambda stop: run_controller_manager(config, options, stop))
 
 
 def _run_server(args: argparse.Namespace) -> int:
@@ -273,6 +286,14 @@ def _run_server(args: argparse.Namespace) -> int:
         cluster_cidr=args.cluster_cidr, compaction_interval=args.compaction_interval,
         disable_admission_plugins=[n.strip() for n in args.disable_admission_plugins.split(",") if n.strip()])
 
+    controller_manager = None
+    if not args.disable_controller_manager:
+        try:
+            controller_manager = _controller_manager_options(args.default_local_storage_path or
+                                                             args.data_dir / "storage")
+        except ValueError as err:
+            _logger().error("%s", err)
+            return 2
     agent = None
     if not args.disable_agent:
         from pocketkube.kubelet.node import default_node_ip, default_node_name
@@ -288,7 +309,7 @@ def _run_server(args: argparse.Namespace) -> int:
                              image_gc_thresholds=(args.image_gc_high_threshold, args.image_gc_low_threshold),
                              container_log=(args.container_log_max_size, args.container_log_max_files))
     return _until_signalled(lambda stop: run_server(config, stop,
-                                                   controller_manager=not args.disable_controller_manager,
+                                                   controller_manager=controller_manager,
                                                    scheduler=not args.disable_scheduler, agent=agent,
                                                    verbose=args.verbose))
 

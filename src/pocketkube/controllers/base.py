@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
@@ -20,12 +21,16 @@ Obj = dict[str, Any]
 
 @dataclass
 class ControllerContext:
-    """What a controller may use: the API (client), shared informers, an event recorder, the kinds."""
+    """What a controller may use: the API (client), shared informers, an event recorder, the kinds, and the
+    controller manager's settings."""
 
     client: Client
     informers: InformerFactory
     recorder: EventRecorder
     catalog: ResourceCatalog
+    # Where the local-path provisioner makes volume directories (`--default-local-storage-path`); only the
+    # PersistentVolume controller needs it.
+    local_storage_path: Path | None = None
 
     def resource(self, group: str, version: str, plural: str) -> ResourceInfo:
         info = self.catalog.resource(group, version, plural)

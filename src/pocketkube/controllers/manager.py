@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import uuid
+from pathlib import Path
 
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.client.events import EventRecorder
@@ -58,10 +59,11 @@ LEASE_NAME = "kube-controller-manager"
 
 class ControllerManager:
     def __init__(self, client: Client, *, controllers: tuple[type[Controller], ...] = CONTROLLERS,
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, local_storage_path: Path | None = None) -> None:
         self.client = client
         self.controller_types = controllers
         self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+        self.local_storage_path = local_storage_path
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, or until leadership is lost."""
@@ -76,7 +78,7 @@ class ControllerManager:
             return
         informers = InformerFactory(self.client)
         ctx = ControllerContext(self.client, informers, EventRecorder(self.client, "controller-manager"),
-                                ResourceCatalog())
+                                ResourceCatalog(), local_storage_path=self.local_storage_path)
         controllers = [cls(ctx) for cls in self.controller_types]
         informers.start()
         await informers.wait_synced()

@@ -12,8 +12,9 @@ claim whose volume is gone is Lost.
 Dynamic provisioning: a claim whose class names a provisioner and that no volume fits is provisioned.
 Classes of the built-in provisioner `pocketkube.io/local-path` (default class `local-path`, created at
 start as k3s deploys it) wait for the first consumer: once the scheduler has written
-volume.kubernetes.io/selected-node on the claim, the controller creates a hostPath volume under
-/var/lib/pocketkube/storage on that node, with node affinity to it. Claims of other provisioners are
+volume.kubernetes.io/selected-node on the claim, the controller creates a hostPath volume under the
+controller manager's local storage path (`--default-local-storage-path`, by default the server's
+DATA_DIR/storage) on that node, with node affinity to it. Claims of other provisioners are
 annotated for an external provisioner, as upstream. Removing a deleted volume's directory on the node
 is the kubelet's job: the controller deletes the PersistentVolume object, whose finalizer keeps it until
 the node has removed the directory (pocketkube.api.localpath).
@@ -26,6 +27,7 @@ import copy
 import logging
 from collections.abc import Iterable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from pocketkube.api import localpath
@@ -55,7 +57,6 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 # cluster must not race this one for the same claims.
 LOCAL_PATH_PROVISIONER = localpath.PROVISIONER
 LOCAL_PATH_CLASS = "local-path"
-LOCAL_PATH_ROOT = localpath.STORAGE_ROOT
 LOCAL_PATH_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 # Upstream's resync period: every claim and volume is looked at again this often.
 RESYNC_SECONDS = 15.0
@@ -207,12 +208,14 @@ def provisioned_volume_name(claim: Obj) -> str:
     return f"pvc-{claim['metadata']['uid']}"
 
 
-def local_path_volume(claim: Obj, storage_class: Obj, node: Obj) -> Obj:
-    """The hostPath volume the local-path provisioner makes for a claim on a node."""
+def local_path_volume(claim: Obj, storage_class: Obj, node: Obj, storage_root: Path) -> Obj:
+    """The hostPath volume the local-path provisioner makes for a claim on a node, in a directory under
+    storage_root (absolute and normalized)."""
     meta = claim["metadata"]
     name = provisioned_volume_name(claim)
     spec = claim.get("spec") or {}
     hostname = (node["metadata"].get("labels") or {}).get(HOSTNAME_LABEL) or node["metadata"]["name"]
+    directory = storage_root / localpath.directory_name(name, meta["namespace"], meta["name"])
     return {
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": name, "annotations": {ANN_BOUND_BY_CONTROLLER: "yes",
@@ -222,8 +225,7 @@ def local_path_volume(claim: Obj, storage_class: Obj, node: Obj) -> Obj:
             "accessModes": list(spec.get("accessModes") or []),
             "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {})["storage"]},
             "claimRef": claim_ref(claim),
-            "hostPath": {"path": f"{LOCAL_PATH_ROOT}/{name}_{meta['namespace']}_{meta['name']}",
-                         "type": "DirectoryOrCreate"},
+            "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": HOSTNAME_LABEL, "operator": "In", "values": [hostname]}]}]}},
             "persistentVolumeReclaimPolicy": storage_class.get("reclaimPolicy") or "Delete",
@@ -270,6 +272,9 @@ class PersistentVolumeController(Controller):
     resync_seconds = RESYNC_SECONDS
 
     def setup(self) -> None:
+        if self.ctx.local_storage_path is None:
+            raise ValueError("the PersistentVolume controller needs the local-path provisioner's storage root")
+        self.storage_root = self.ctx.local_storage_path
         self.volumes = self.ctx.informer("", "v1", "persistentvolumes")
         self.claims = self.ctx.informer("", "v1", "persistentvolumeclaims")
         self.classes = self.ctx.informer("storage.k8s.io", "v1", "storageclasses")
@@ -508,8 +513,9 @@ class PersistentVolumeController(Controller):
             await recorder.event(claim, "Warning", "ProvisioningFailed",
                                  f'Failed to get target node: node "{node_name}" not found')
             raise RuntimeError(f"node {node_name!r} for claim {object_key(claim)} not found")
+        volume = local_path_volume(claim, storage_class, node, self.storage_root)
         try:
-            created = await self.client.create(self.pv_info, local_path_volume(claim, storage_class, node))
+            created = await self.client.create(self.pv_info, volume)
         except APIError as err:
             if not err.already_exists:
                 await recorder.event(claim, "Warning", "ProvisioningFailed",

@@ -1,7 +1,7 @@
 """The node's half of the local-path provisioner's reclaim: once the controller has deleted a released
 volume that lives on this node, its directory is removed here, then the volume's finalizer, which lets the
-object go (pocketkube.api.localpath). Only directories directly under the provisioner's storage root are ever
-removed, whatever a volume's spec says."""
+object go (pocketkube.api.localpath). Only a directory that the provisioner's naming makes for that very volume
+is ever removed, whatever a volume's spec says."""
 
 from __future__ import annotations
 
@@ -41,12 +41,28 @@ def reclaims_here(volume: Obj, hostname: str) -> bool:
 
 
 def removable_directory(volume: Obj) -> Path | None:
-    """The volume's directory if it is one the provisioner made (directly under its storage root, not a
-    symlink): a volume written by hand must not make the node delete anything else."""
-    path = ((volume.get("spec") or {}).get("hostPath") or {}).get("path") or ""
-    if path and os.path.dirname(os.path.normpath(path)) == localpath.STORAGE_ROOT and not os.path.islink(path):
-        return Path(path)
-    return None
+    """The volume's directory if it is one the provisioner made, else None: a volume written by hand must not
+    make the node delete anything else.
+
+    The storage root is the controller manager's setting, which a node (an agent with its own data directory)
+    does not know; so rather than the parent, the path itself is checked. It must be absolute and normalized
+    (no `..` to walk out of the directory named), named as the provisioner names this volume's directory
+    (after the volume and its claim), not a symlink, not the root of a mounted filesystem, and not directly in
+    a system directory. The volume has already shown the provisioner's annotation and finalizer
+    (reclaims_here)."""
+    spec = volume.get("spec") or {}
+    path = (spec.get("hostPath") or {}).get("path") or ""
+    claim = spec.get("claimRef") or {}
+    # normpath keeps a leading "//" (POSIX leaves its meaning open), which would hide a parent "/"
+    if not (path and claim and os.path.isabs(path) and os.path.normpath(path) == path) or path.startswith("//"):
+        return None
+    expected = localpath.directory_name(volume["metadata"]["name"], claim.get("namespace") or "",
+                                        claim.get("name") or "")
+    if os.path.basename(path) != expected or os.path.dirname(path) in localpath.SYSTEM_DIRECTORIES:
+        return None
+    if os.path.islink(path) or os.path.ismount(path):
+        return None
+    return Path(path)
 
 
 class LocalPathReclaimer:
