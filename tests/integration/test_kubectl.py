@@ -443,3 +443,24 @@ def test_server_side_apply_ownership_and_conflicts(cluster: Cluster, ns: str) ->
                               content_type="application/apply-patch+yaml")
     assert created.status == 201 and created.json()["data"] == {"a": "1"}
     assert created.json()["metadata"]["managedFields"][0]["manager"] == "tester"
+
+
+def test_empty_omitempty_fields_are_dropped_as_go_reencodes_them(cluster: Cluster, ns: str, tmp_path) -> None:
+    # Go decodes `annotations: {}` into an empty map and re-encodes it without the omitempty field.
+    created = json.loads(cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "data": {},
+        "metadata": {"name": "empty", "namespace": ns, "annotations": {}, "labels": {}, "finalizers": []}})).stdout)
+    assert "data" not in created
+    assert not {"annotations", "labels", "finalizers"} & created["metadata"].keys()
+    # kubectl diff (client-side) of a server-side-applied object sends {"metadata":{"annotations":{}}} as a
+    # dry-run patch: it must change nothing (no `annotations: {}`, no managedFields entry for it).
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(configmap_yaml("ssa", ns))
+    cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+    diff = cluster.kubectl("diff", "-f", str(manifest), check=False)
+    assert (diff.returncode, diff.stdout) == (0, "")
+    patched = cluster.request("PATCH", f"/api/v1/namespaces/{ns}/configmaps/ssa?dryRun=All&fieldManager=x",
+                              {"metadata": {"annotations": {}}},
+                              content_type="application/strategic-merge-patch+json").json()
+    assert "annotations" not in patched["metadata"]
+    assert [m["manager"] for m in patched["metadata"]["managedFields"]] == ["kubectl"]

@@ -141,7 +141,7 @@ def test_numbers_follow_go_rules() -> None:
 
 def test_maps() -> None:
     obj = _decode(POD, {"metadata": {"labels": {"a": "1", "b": None}, "annotations": {}}})
-    assert obj["metadata"] == {"labels": {"a": "1", "b": ""}, "annotations": {}}
+    assert obj["metadata"] == {"labels": {"a": "1", "b": ""}}  # an empty omitempty map is not re-encoded
     assert _error(POD, {"metadata": {"labels": {"a": 1}}}) == (
         "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string")
     assert _error(POD, {"metadata": {"labels": ["a"]}}) == (
@@ -150,6 +150,18 @@ def test_maps() -> None:
     result = decode_object(POD, {"spec": {"overhead": {"cpu": "1"}, "nodeSelector": {"x": "y"}},
                                  "metadata": {"labels": {"x": "y"}, "Labels": {}}})
     assert result.unknown_fields == ["metadata.Labels"]  # matching is case-sensitive
+
+
+def test_empty_omitempty_fields_are_dropped_as_go_reencodes_them() -> None:
+    obj = _decode(POD, {"metadata": {"name": "", "finalizers": [], "generation": 0},
+                        "spec": {"hostNetwork": False, "nodeName": "", "volumes": [], "nodeSelector": {},
+                                 "containers": [], "securityContext": {}, "enableServiceLinks": False,
+                                 "priority": 0}})
+    # Pointers keep their zero value once set; a slice without omitempty stays; structs are never dropped.
+    assert obj == {"metadata": {}, "spec": {"containers": [], "securityContext": {}, "enableServiceLinks": False,
+                                            "priority": 0}}
+    assert _decode(DEPLOYMENT, {"spec": {"paused": False, "strategy": {}, "replicas": 0}})["spec"] == {
+        "strategy": {}, "replicas": 0}
 
 
 def test_quantities() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pocketkube.api.errors import StatusError, bad_request
 from pocketkube.api.quantity import parse_quantity
-from pocketkube.apiserver import schemas
+from pocketkube.apiserver import protobuf, schemas
 
 # Node kinds
 _STRUCT, _MAP, _LIST, _STRING, _INT, _FLOAT, _BOOL, _BYTES, _INT_OR_STRING, _QUANTITY, _TIME, _MICRO_TIME, _ANY = (
@@ -34,7 +34,7 @@ _MAX_STRICT_ERRORS = 100  # sigs.k8s.io/json stops collecting unknown fields her
 
 
 class _Node:
-    __slots__ = ("kind", "props", "child", "go_type", "struct", "bits")
+    __slots__ = ("kind", "props", "child", "go_type", "struct", "bits", "omit_empty")
 
     def __init__(self, kind: int, go_type: str, child: _Node | None = None, bits: int = 64) -> None:
         self.kind = kind
@@ -43,6 +43,7 @@ class _Node:
         self.props: dict[str, _Node] = {}
         self.struct = ""  # Go struct name ("PodSpec") for struct nodes
         self.bits = bits
+        self.omit_empty: frozenset[str] = frozenset()  # struct fields re-encoding leaves out when empty
 
 
 _ANY_NODE = _Node(_ANY, "interface {}")
@@ -82,6 +83,7 @@ def _compile_definition(name: str) -> _Node:
         else:
             node = _Node(_STRUCT, go_type)
             node.struct = short
+            node.omit_empty = protobuf.empty_omitted_fields(name)
             _compiled[name] = node  # registered before its fields, so recursive types terminate
             node.props = {k: _compile(v) for k, v in schema["properties"].items()}
     _compiled[name] = node
@@ -259,6 +261,7 @@ def decode_object(definition: str, obj: Any) -> DecodeResult:
 def _struct(node: _Node, obj: dict[str, Any], link: _Link, state: _State) -> None:
     props = node.props
     struct = node.struct
+    omit_empty = node.omit_empty
     drop: list[str] | None = None
     for key, value in obj.items():
         child = props.get(key)
@@ -270,15 +273,23 @@ def _struct(node: _Node, obj: dict[str, Any], link: _Link, state: _State) -> Non
             if kind == _STRING:
                 if type(value) is not str:
                     state.save(_type_error(_json_kind(value), "string", (link, key, _FIELD), struct))
-                continue
-            if kind == _BOOL:
+                    continue
+                if value or key not in omit_empty:
+                    continue
+            elif kind == _BOOL:
                 if type(value) is not bool:
                     state.save(_type_error(_json_kind(value), "bool", (link, key, _FIELD), struct))
-                continue
-            new = _value(child, value, (link, key, _FIELD), struct, state)
-            if new is not value:
-                obj[key] = new
-            continue
+                    continue
+                if value or key not in omit_empty:
+                    continue
+            else:
+                new = _value(child, value, (link, key, _FIELD), struct, state)
+                if new is not value:
+                    obj[key] = new
+                # Go re-encodes an omitempty string, number, bool, slice or map without its zero value
+                # (`annotations: {}`, `hostNetwork: false`): for these field types, zero is falsy.
+                if new or key not in omit_empty:
+                    continue
         if drop is None:
             drop = []
         drop.append(key)

@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any
 
 from pocketkube.api.errors import Cause, StatusError, bad_request, internal, invalid
-from pocketkube.apiserver import schemas
+from pocketkube.apiserver import protobuf, schemas
 from pocketkube.apiserver.fieldpath import (
     FIELD,
     KEY,
@@ -189,16 +189,9 @@ def _proto_messages() -> tuple[dict[str, list[list[Any]]], frozenset[str]]:
     return document["messages"], frozenset(document["listWrappers"])
 
 
-def _proto_name(definition: str) -> str:
-    # io.k8s.api.apps.v1.Deployment -> k8s.io.api.apps.v1.Deployment
-    rest = definition.removeprefix("io.k8s.")
-    head, _, tail = rest.partition(".")
-    return f"k8s.io.{head.replace('-', '_')}.{tail}"
-
-
 def _go_zero_fields(definition: str, t: _Type) -> dict[str, Any]:
     messages, wrappers = _proto_messages()
-    rows = messages.get(_proto_name(definition))
+    rows = messages.get(protobuf.definition_message(definition))
     if rows is None:
         return {}
     zero: dict[str, Any] = {}

@@ -100,6 +100,22 @@ def message_name(api_version: str, kind: str) -> str | None:
     return None
 
 
+def definition_message(definition: str) -> str:
+    """The protobuf message of an OpenAPI definition: io.k8s.api.apps.v1.Deployment -> k8s.io.api.apps.v1.Deployment."""
+    rest = definition.removeprefix("io.k8s.")
+    head, _, tail = rest.partition(".")
+    return f"k8s.io.{head.replace('-', '_')}.{tail}"
+
+
+@functools.cache
+def empty_omitted_fields(definition: str) -> frozenset[str]:
+    """The JSON names of a definition's fields that Go's encoding/json leaves out when empty: ``omitempty``
+    on a string, number, bool, slice or map (never on a pointer, which is kept once set, nor a struct)."""
+    fields = _schema().messages.get(definition_message(definition), ())
+    return frozenset(f.name for f in fields
+                     if f.name and f.omitempty and not f.pointer and not _is_plain_struct(f))
+
+
 def decode_k8s_protobuf(body: bytes) -> tuple[dict[str, Any], str, str]:
     """Decode a protobuf request body into (object in its JSON form, apiVersion, kind).
 
