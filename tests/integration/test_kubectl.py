@@ -464,3 +464,12 @@ def test_empty_omitempty_fields_are_dropped_as_go_reencodes_them(cluster: Cluste
                               content_type="application/strategic-merge-patch+json").json()
     assert "annotations" not in patched["metadata"]
     assert [m["manager"] for m in patched["metadata"]["managedFields"]] == ["kubectl"]
+
+
+def test_set_subject_service_account_has_no_api_group(cluster: Cluster, ns: str) -> None:
+    cluster.kubectl("create", "rolebinding", "rb", "-n", ns, "--clusterrole=view", "--user=u1")
+    cluster.kubectl("set", "subject", "rolebinding", "rb", "-n", ns, "--serviceaccount", f"{ns}:bot")
+    subjects = json.loads(cluster.kubectl("get", "rolebinding", "rb", "-n", ns, "-o", "json").stdout)["subjects"]
+    # SetDefaults_Subject leaves a ServiceAccount's apiGroup "", which Go's omitempty does not print.
+    assert subjects == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "u1"},
+                        {"kind": "ServiceAccount", "name": "bot", "namespace": ns}]

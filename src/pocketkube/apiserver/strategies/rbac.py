@@ -68,11 +68,9 @@ class RoleBindingStrategy(Strategy):
         if isinstance(ref, dict) and not ref.get("apiGroup"):
             ref["apiGroup"] = RBAC_GROUP
         for subject in obj.get("subjects") or []:
-            if isinstance(subject, dict) and not subject.get("apiGroup"):
-                if subject.get("kind") in ("User", "Group"):
-                    subject["apiGroup"] = RBAC_GROUP
-                elif subject.get("kind") == "ServiceAccount":
-                    subject["apiGroup"] = ""
+            # A ServiceAccount's group stays "", which Go's omitempty leaves out.
+            if isinstance(subject, dict) and not subject.get("apiGroup") and subject.get("kind") in ("User", "Group"):
+                subject["apiGroup"] = RBAC_GROUP
 
     def validate(self, obj: Obj) -> list[Cause]:
         errs: list[Cause] = []
