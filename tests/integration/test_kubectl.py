@@ -473,3 +473,22 @@ def test_set_subject_service_account_has_no_api_group(cluster: Cluster, ns: str)
     # SetDefaults_Subject leaves a ServiceAccount's apiGroup "", which Go's omitempty does not print.
     assert subjects == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "u1"},
                         {"kind": "ServiceAccount", "name": "bot", "namespace": ns}]
+
+
+def test_new_objects_get_the_zero_status_go_prints(cluster: Cluster, ns: str) -> None:
+    def status(*args: str, input: str | None = None) -> dict:
+        return json.loads(cluster.kubectl(*args, "-o", "json", input=input).stdout)["status"]
+
+    # Non-pointer structs are never omitted, fields without omitempty print their zero value.
+    assert status("create", "service", "clusterip", "s", "-n", ns, "--tcp=80:80") == {"loadBalancer": {}}
+    assert status("create", "ingress", "i", "-n", ns, "--rule=a.example/=s:80") == {"loadBalancer": {}}
+    cluster.kubectl("create", "deployment", "d", "-n", ns, "--image=busybox")
+    assert status("autoscale", "deployment", "d", "-n", ns, "--max=3") == {
+        "currentMetrics": None, "desiredReplicas": 0}
+    assert status("create", "poddisruptionbudget", "p", "-n", ns, "--selector=a=b", "--min-available=1") == {
+        "currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0}
+    node = status("create", "-f", "-", input="{apiVersion: v1, kind: Node, metadata: {name: zero-" + ns + "}}")
+    cluster.kubectl("delete", "node", "zero-" + ns)
+    assert node["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 0}}
+    assert node["nodeInfo"]["kubeletVersion"] == "" and node["nodeInfo"]["machineID"] == ""
+

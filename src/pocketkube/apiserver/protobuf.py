@@ -116,6 +116,17 @@ def empty_omitted_fields(definition: str) -> frozenset[str]:
                      if f.name and f.omitempty and not f.pointer and not _is_plain_struct(f))
 
 
+def zero_field(definition: str, field_name: str) -> Any:
+    """A field of a definition as Go's encoding/json prints its zero value (None when not a struct field):
+    fields without ``omitempty`` appear (``replicas: 0``), nested non-pointer structs too (a Service's
+    ``loadBalancer: {}``)."""
+    for field in _schema().messages.get(definition_message(definition), ()):
+        if field.name == field_name:
+            value, _ = _render_field(field, [], 0)
+            return value
+    return None
+
+
 def decode_k8s_protobuf(body: bytes) -> tuple[dict[str, Any], str, str]:
     """Decode a protobuf request body into (object in its JSON form, apiVersion, kind).
 

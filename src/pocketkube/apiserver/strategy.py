@@ -20,6 +20,7 @@ import orjson
 
 from pocketkube.api.errors import Cause
 from pocketkube.api.kinds import ResourceInfo
+from pocketkube.apiserver import protobuf
 
 Obj = dict[str, Any]
 FieldGetter = Callable[[Obj], str]
@@ -69,9 +70,9 @@ class Strategy:
         `user` is the authenticated apiserver.authn.UserInfo, None for the server's own writes."""
 
     def initial_status(self, obj: Obj) -> Obj | None:
-        # Go's zero status struct: serialized as {} (omitempty never drops a struct); kinds whose status
-        # has fields without omitempty override this.
-        return {}
+        # Go's zero status struct (omitempty never drops a struct): {}, or its fields without omitempty
+        # and nested structs ({"replicas": 0}, {"loadBalancer": {}}).
+        return protobuf.zero_field(self.info.definition, "status") or {}
 
     def default(self, obj: Obj) -> None:
         """Fill in defaulted fields as upstream's SetDefaults_* functions do."""

@@ -158,9 +158,6 @@ class DeploymentStrategy(_WorkloadStrategy):
 class ReplicaSetStrategy(_WorkloadStrategy):
     kind_label = "ReplicaSet"
 
-    def initial_status(self, obj: Obj) -> Obj | None:
-        return {"replicas": 0}  # the zero status as Go serializes it (replicas has no omitempty)
-
     def field_getters(self) -> dict[str, FieldGetter]:
         getters = super().field_getters()
         getters["status.replicas"] = lambda obj: str((obj.get("status") or {}).get("replicas", 0))
@@ -225,9 +222,6 @@ STATEFULSET_UPDATABLE = ("updates to statefulset spec for fields other than 'rep
 
 
 class StatefulSetStrategy(_WorkloadStrategy):
-    def initial_status(self, obj: Obj) -> Obj | None:
-        return {"replicas": 0, "availableReplicas": 0}  # the fields without omitempty
-
     def default_spec(self, spec: Obj, obj: Obj) -> None:
         if not spec.get("podManagementPolicy"):
             spec["podManagementPolicy"] = "OrderedReady"
@@ -304,10 +298,6 @@ TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
 class DaemonSetStrategy(_WorkloadStrategy):
     """Besides the workload rules: the template generation, kept in an annotation as upstream's apps/v1
     does (the controller labels pods with it)."""
-
-    def initial_status(self, obj: Obj) -> Obj | None:
-        return dict.fromkeys(("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled",
-                              "numberReady"), 0)  # the fields without omitempty
 
     def prepare_for_create(self, obj: Obj) -> None:
         super().prepare_for_create(obj)

@@ -217,9 +217,6 @@ class PodDisruptionBudgetStrategy(Strategy):
     tracks_generation = True
     name_validator = "dns1123subdomain"
 
-    def initial_status(self, obj: Obj) -> Obj | None:
-        return dict.fromkeys(("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"), 0)
-
     def validate(self, obj: Obj) -> list[Cause]:
         spec = _spec(obj)
         errs: list[Cause] = []

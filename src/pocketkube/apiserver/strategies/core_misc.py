@@ -217,7 +217,11 @@ class NodeStrategy(Strategy):
         return getters
 
     def prepare_for_create(self, obj: Obj) -> None:
-        """Nodes may set every field, status included, on create (the kubelet registers itself so)."""
+        """Nodes may set every field, status included, on create (the kubelet registers itself so). Go
+        re-encodes the status structs a client left out (nodeInfo, daemonEndpoints) with their zero fields."""
+        status = obj.get("status")
+        zero = self.initial_status(obj) or {}
+        obj["status"] = {**zero, **status} if isinstance(status, dict) else zero
 
     def default(self, obj: Obj) -> None:
         status = obj.get("status")

@@ -210,9 +210,6 @@ def _validate_attachment_status(status: Obj) -> list[Cause]:
 class VolumeAttachmentStrategy(Strategy):
     name_validator = "dns1123subdomain"
 
-    def initial_status(self, obj: Obj) -> Obj | None:
-        return {"attached": False}  # not omitempty in the Go type
-
     def validate(self, obj: Obj) -> list[Cause]:
         spec = spec_of(obj)
         attacher = as_str(spec.get("attacher"))
