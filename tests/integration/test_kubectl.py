@@ -492,3 +492,10 @@ def test_new_objects_get_the_zero_status_go_prints(cluster: Cluster, ns: str) ->
     assert node["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 0}}
     assert node["nodeInfo"]["kubeletVersion"] == "" and node["nodeInfo"]["machineID"] == ""
 
+
+def test_server_side_apply_of_an_empty_configuration_releases_every_field(cluster: Cluster, ns: str) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=configmap_yaml("release", ns, {"x": "1"}))
+    empty = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "release", "namespace": ns}})
+    assert "serverside-applied" in cluster.kubectl("apply", "--server-side", "-f", "-", input=empty).stdout
+    cm = json.loads(cluster.kubectl("get", "cm", "release", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    assert "data" not in cm and "managedFields" not in cm["metadata"]

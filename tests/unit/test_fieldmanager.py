@@ -396,6 +396,16 @@ def test_reapply_without_a_field_removes_it() -> None:
     assert entry(out, "kubectl")["time"] == T1
 
 
+def test_reapply_of_only_name_and_namespace_removes_every_owned_field_but_keeps_metadata() -> None:
+    fm = deployments()
+    live = stored(fm.apply(None, applied_deployment(), "kubectl", T0))
+    config = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"}}
+    out = fm.apply(live, config, "kubectl", T1)
+    # The configuration's name and namespace count as owned while pruning, as upstream strips them after.
+    assert out["metadata"] == {"name": "web", "namespace": "default", "uid": "u-1"}
+    assert "spec" not in out
+
+
 def test_reapply_removes_map_list_item_but_keeps_fields_of_other_managers() -> None:
     fm = deployments()
     config = applied_deployment()

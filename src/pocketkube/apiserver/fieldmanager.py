@@ -975,10 +975,13 @@ class FieldManager:
         merged = _merge_object(t, live, applied)
         last = managed.get(ident)
         managed = dict(managed)
-        applied_set = self._filter(_typed_set(t, applied), subresource).difference(_STRIP)
-        managed[ident] = VersionedSet(applied_set, self.api_version, True)
+        applied_set = self._filter(_typed_set(t, applied), subresource)
         if last is not None and not last.fields.empty():
+            # Pruning sees the configuration's metadata.name/namespace as owned (upstream strips them only
+            # after Updater.Apply): otherwise an apply that drops every field it had owned loses metadata.
+            managed[ident] = VersionedSet(applied_set, self.api_version, True)
             merged = self._prune(merged, managed, last.fields)
+        managed[ident] = VersionedSet(applied_set.difference(_STRIP), self.api_version, True)
         cmp = self._compare(live, merged, subresource)
         changed = cmp.modified.union(cmp.added)
         conflicts: list[tuple[ManagerId, VersionedSet, FieldSet]] = []
