@@ -499,3 +499,11 @@ def test_server_side_apply_of_an_empty_configuration_releases_every_field(cluste
     assert "serverside-applied" in cluster.kubectl("apply", "--server-side", "-f", "-", input=empty).stdout
     cm = json.loads(cluster.kubectl("get", "cm", "release", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
     assert "data" not in cm and "managedFields" not in cm["metadata"]
+
+
+def test_deprecated_endpoints_api_warns_on_every_answer(cluster: Cluster) -> None:
+    warning = "Warning: v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"
+    assert warning in cluster.kubectl("get", "endpoints", "kubernetes").stderr
+    missing = cluster.kubectl("get", "endpoints", "nosuch", check=False)
+    assert missing.returncode != 0 and warning in missing.stderr
+    assert "Warning" not in cluster.kubectl("get", "endpointslices").stderr

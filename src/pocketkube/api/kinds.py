@@ -96,6 +96,8 @@ class ResourceInfo:
     storage_version: str | None = None
     single_name: str = field(default="")
     custom: CustomResource | None = None  # set for custom resources (served from a CRD)
+    # A deprecated API's warning, sent with every answer about the resource (upstream's installer does so).
+    deprecation: str = ""
 
     @property
     def singular(self) -> str:
@@ -156,7 +158,8 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = _in_discovery_order((
     _r("", "v1", "Pod", "pods", short_names=("po",), categories=("all",),
        subresources=("status", "binding", "eviction", "ephemeralcontainers")),
     _r("", "v1", "Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
-    _r("", "v1", "Endpoints", "endpoints", short_names=("ep",), single_name="endpoints"),
+    _r("", "v1", "Endpoints", "endpoints", short_names=("ep",), single_name="endpoints",
+       deprecation="v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"),
     _r("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
     _r("", "v1", "Secret", "secrets"),
     _r("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",)),

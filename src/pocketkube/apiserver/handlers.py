@@ -58,10 +58,23 @@ def encode(obj: Any, pretty: bool = False) -> bytes:
 def json_response(obj: Any, status: int = 200, *, pretty: bool = False,
                   warnings: list[str] | None = None) -> web.Response:
     response = web.Response(body=encode(obj, pretty), status=status, content_type=req.JSON)
-    for warning in warnings or []:
+    _add_warnings(response, warnings or [])
+    return response
+
+
+def _add_warnings(response: web.StreamResponse, warnings: list[str]) -> None:
+    for warning in warnings:
         escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
         response.headers.add("Warning", f'299 - "{escaped}"')
-    return response
+
+
+_REQUEST_WARNINGS = "request_warnings"
+
+
+async def add_request_warnings(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: warnings that hold for the whole request (a deprecated API's) go with whatever
+    answers it, errors and watches included."""
+    _add_warnings(response, request.get(_REQUEST_WARNINGS, []))
 
 
 def success_status(info: ResourceInfo, obj: Obj) -> Obj:
@@ -159,6 +172,8 @@ class ResourceHandler:
         target = req.parse_target(self.catalog, group, version, tail)
         method = request.method
         info = target.info
+        if info.deprecation:
+            request[_REQUEST_WARNINGS] = [info.deprecation]
         if target.subresource:
             return await self._subresource(request, target)
         if target.name:

@@ -22,7 +22,7 @@ from pocketkube.apiserver.admission import ClusterState, build_chain
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
 from pocketkube.apiserver.crd.controller import CRDController
-from pocketkube.apiserver.handlers import ResourceHandler, json_response
+from pocketkube.apiserver.handlers import ResourceHandler, add_request_warnings, json_response
 from pocketkube.apiserver.kubeletproxy import KubeletProxy, kubelet_client_ssl_context
 from pocketkube.apiserver.nodetoken import BOOTSTRAP_USER, ensure_node_token
 from pocketkube.apiserver.pki import (
@@ -148,6 +148,7 @@ class APIServer:
         app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
                               client_max_size=4 * 1024 * 1024)
         self._routes(app)
+        app.on_response_prepare.append(add_request_warnings)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.bind_address, config.https_port, ssl_context=pki.ssl_context(),
