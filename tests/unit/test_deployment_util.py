@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -322,14 +323,14 @@ def test_expectations() -> None:
 async def test_slow_start_batches_double_and_stop_at_failure() -> None:
     calls: list[int] = []
 
-    async def ok() -> None:
-        calls.append(1)
+    async def ok(i: int) -> None:
+        calls.append(i)
 
     assert await slow_start_batch(10, 1, ok) == (10, None)
-    assert len(calls) == 10
+    assert calls == list(range(10))  # each index once, batch after batch
     attempts = 0
 
-    async def fails_from_fourth() -> None:
+    async def fails_from_fourth(_: int) -> None:
         nonlocal attempts
         attempts += 1
         if attempts >= 4:
@@ -338,3 +339,13 @@ async def test_slow_start_batches_double_and_stop_at_failure() -> None:
     successes, error = await slow_start_batch(20, 1, fails_from_fourth)
     # Batches 1, 2 succeed; the batch of 4 has failures, so nothing after it runs.
     assert successes == 3 and isinstance(error, RuntimeError) and attempts == 7
+    steps: list[str] = []
+
+    async def one_step(_: int) -> None:
+        steps.append("start")
+        await asyncio.sleep(0)  # a batch's calls all start before any of them ends
+        steps.append("end")
+
+    assert await slow_start_batch(12, 1, one_step, max_batch=3) == (12, None)
+    batch_sizes = [len(run) for run in "".join(step[0] for step in steps).split("e") if run]
+    assert batch_sizes == [1, 2, 3, 3, 3]  # doubling, capped (StatefulSet's MaxBatchSize)

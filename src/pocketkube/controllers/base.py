@@ -52,6 +52,7 @@ class Controller:
         self.ctx = ctx
         self.client = ctx.client
         self.queue = WorkQueue()
+        self._event_tasks: set[asyncio.Task[None]] = set()
         self.setup()
 
     def setup(self) -> None:
@@ -59,6 +60,14 @@ class Controller:
 
     def enqueue(self, obj: Obj) -> None:
         self.queue.add(object_key(obj))
+
+    def record_event(self, obj: Obj, event_type: str, reason: str, message: str) -> None:
+        """Events are fire-and-forget, as client-go's broadcaster: neither a sync nor a (synchronous)
+        informer handler waits for them."""
+        event = self.ctx.recorder.event(obj, event_type, reason, message)
+        task = asyncio.get_running_loop().create_task(event)
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     async def reconcile(self, key: str) -> None:
         raise NotImplementedError

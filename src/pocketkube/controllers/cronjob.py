@@ -11,7 +11,6 @@ again for the next schedule time. The clock is the `now()` method, so tests need
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import zoneinfo
@@ -105,7 +104,6 @@ class CronJobController(Controller):
         self.jobs = self.ctx.informer("batch", "v1", "jobs")
         self.cronjob_info = self.ctx.resource("batch", "v1", "cronjobs")
         self.job_info = self.ctx.resource("batch", "v1", "jobs")
-        self._pending_events: set[asyncio.Task[None]] = set()
         self.cronjobs.add_handler(on_add=self.enqueue, on_update=self._cronjob_updated, on_delete=self.enqueue)
         self.jobs.add_handler(on_add=self._job_changed, on_update=lambda _old, new: self._job_changed(new),
                               on_delete=self._job_changed)
@@ -134,17 +132,11 @@ class CronJobController(Controller):
         try:
             schedule = self._schedule(new)
         except (ScheduleError, ValueError, zoneinfo.ZoneInfoNotFoundError):
-            self._later_event(new, "Warning", "UnParseableCronJobSchedule",
+            self.record_event(new, "Warning", "UnParseableCronJobSchedule",
                               f"unparseable schedule for cronjob: {new_spec.get('schedule')}")
             return
         self.queue.add_after(f"{new['metadata']['namespace']}/{new['metadata']['name']}",
                              self._next_schedule_delay(new, self.now(), schedule))
-
-    def _later_event(self, obj: Obj, event_type: str, reason: str, message: str) -> None:
-        """Handlers are synchronous: events they record are sent in the background."""
-        task = asyncio.get_running_loop().create_task(self.ctx.recorder.event(obj, event_type, reason, message))
-        self._pending_events.add(task)
-        task.add_done_callback(self._pending_events.discard)
 
     # --- schedule arithmetic ----------------------------------------------------------------------
     @staticmethod

@@ -22,23 +22,17 @@ from pocketkube.api.scheduling import compile_node_selector_term, find_untolerat
 from pocketkube.api.selectors import LabelSelector
 from pocketkube.client.informer import object_key
 from pocketkube.client.rest import APIError
-from pocketkube.controllers.base import Controller, resolve_controller_ref, selecting, split_key
+from pocketkube.controllers.base import resolve_controller_ref, selecting
 from pocketkube.controllers.deployment_util import compute_hash, parse_time, scaled_value
-from pocketkube.controllers.history import sort_revisions
+from pocketkube.controllers.history import get_patch, sort_revisions
 from pocketkube.controllers.replicaset import (
-    BURST_REPLICAS,
-    NAMESPACE_TERMINATING_CAUSE,
-    SLOW_START_INITIAL_BATCH,
-    ControllerExpectations,
+    PodExpectationsController,
     claim_objects,
-    controller_ref,
+    enqueue_owners_of,
     enqueue_owners_of_updated_pod,
-    has_status_cause,
     is_pod_available,
     is_pod_ready,
     new_controller_ref,
-    pod_from_template,
-    recheck_owner,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +43,6 @@ TEMPLATE_GENERATION_LABEL = "pod-template-generation"
 TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
 FAILED_DAEMON_POD_REASON = "FailedDaemonPod"
 SELECTING_ALL_REASON = "SelectingAll"
-STATUS_UPDATE_RETRIES = 1
 FAILED_POD_BACKOFF = (1.0, 900.0)  # flowcontrol.NewBackOff(1s, 15min)
 
 # AddOrUpdateDaemonPodTolerations, in upstream's order; network-unavailable only for hostNetwork pods.
@@ -182,12 +175,6 @@ def is_pod_updated(pod: Obj, hash_: str, generation: int | None) -> bool:
     return (bool(hash_) and labels.get(HASH_LABEL) == hash_) or template_matches
 
 
-def get_patch(ds: Obj) -> Obj:
-    template = copy.deepcopy((ds.get("spec") or {}).get("template") or {})
-    template["$patch"] = "replace"
-    return {"spec": {"template": template}}
-
-
 def history_matches(ds: Obj, history: Obj) -> bool:
     return history.get("data") == get_patch(ds)
 
@@ -252,27 +239,21 @@ def find_updated_pods_on_node(pods: list[Obj], hash_: str,
 
 
 # --- the controller -----------------------------------------------------------------------------------
-class DaemonSetController(Controller):
+class DaemonSetController(PodExpectationsController):
     name = "daemonset"
     workers = 2
 
     def setup(self) -> None:
         self.info = self.ctx.resource("apps", "v1", "daemonsets")
-        self.pod_info = self.ctx.resource("", "v1", "pods")
         self.rev_info = self.ctx.resource("apps", "v1", "controllerrevisions")
         self.sets = self.ctx.informer("apps", "v1", "daemonsets")
         self.pods = self.ctx.informer("", "v1", "pods")
         self.nodes = self.ctx.informer("", "v1", "nodes")
         self.revisions = self.ctx.informer("apps", "v1", "controllerrevisions")
-        # Creations and deletions are expected separately (upstream keeps both counts in one record).
-        self.creations = ControllerExpectations()
-        self.deletions = ControllerExpectations()
-        self.burst_replicas = BURST_REPLICAS
         # node backoff key -> (delay, last update): deleting failed pods slows down per node.
         self._failed_backoff: dict[str, tuple[float, float]] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self.sets.add_handler(on_add=self.enqueue, on_update=lambda _old, new: self.enqueue(new),
-                              on_delete=self._set_deleted)
+                              on_delete=self._owner_deleted)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
         self.nodes.add_handler(on_add=self._node_added, on_update=self._node_updated)
         self.revisions.add_handler(on_add=self._history_changed,
@@ -280,41 +261,16 @@ class DaemonSetController(Controller):
                                    on_delete=self._history_changed)
 
     # --- event handlers ---
-    def _set_deleted(self, ds: Obj) -> None:
-        key = object_key(ds)
-        self.creations.delete(key)
-        self.deletions.delete(key)
-        self.queue.add(key)
-
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
         return resolve_controller_ref(self.sets, "DaemonSet", namespace, ref)
 
-    def _sets_matching(self, obj: Obj) -> list[Obj]:
+    def _matching_owners(self, obj: Obj) -> list[Obj]:
         return selecting(self.sets, obj)
 
     def _history_changed(self, history: Obj) -> None:
-        ref = controller_ref(history)
-        if ref is not None:
-            ds = self._resolve(history["metadata"].get("namespace", ""), ref)
-            if ds is not None:
-                self.enqueue(ds)
-            return
-        for ds in self._sets_matching(history):
-            self.enqueue(ds)
-
-    def _pod_added(self, pod: Obj) -> None:
-        if pod["metadata"].get("deletionTimestamp"):
-            self._pod_deleted(pod)
-            return
-        ref = controller_ref(pod)
-        if ref is not None:
-            ds = self._resolve(pod["metadata"]["namespace"], ref)
-            if ds is not None:
-                self.creations.creation_observed(object_key(ds))
-                self.enqueue(ds)
-            return
-        for ds in self._sets_matching(pod):
-            self.enqueue(ds)
+        # Any change is routed as upstream's addHistory routes a new revision (its updateHistory and
+        # deleteHistory enqueue less): at worst one sync more.
+        enqueue_owners_of(self, history, self._resolve, self._matching_owners)
 
     def _pod_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
@@ -322,15 +278,7 @@ class DaemonSetController(Controller):
         if cur["metadata"].get("deletionTimestamp"):
             self._pod_deleted(cur)
             return
-        enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._sets_matching)
-
-    def _pod_deleted(self, pod: Obj) -> None:
-        ds = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))
-        if ds is None:
-            return
-        key = object_key(ds)
-        self.deletions.deletion_observed(key, object_key(pod))
-        self.queue.add(key)
+        enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._matching_owners)
 
     def _node_added(self, node: Obj) -> None:
         for ds in self.sets.store.list():
@@ -346,20 +294,11 @@ class DaemonSetController(Controller):
             if node_should_run_daemon_pod(old, ds) != node_should_run_daemon_pod(cur, ds):
                 self.enqueue(ds)
 
-    def _record(self, ds: Obj, event_type: str, reason: str, message: str) -> None:
-        task = asyncio.create_task(self.ctx.recorder.event(ds, event_type, reason, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _satisfied(self, key: str) -> bool:
-        return self.creations.satisfied(key) and self.deletions.satisfied(key)
-
     # --- sync ---
     async def reconcile(self, key: str) -> None:
         cached = self.sets.store.get(key)
         if cached is None:
-            self.creations.delete(key)
-            self.deletions.delete(key)
+            self.expectations.delete(key)
             return
         ds = copy.deepcopy(cached)
         ds.setdefault("apiVersion", "apps/v1")
@@ -368,21 +307,21 @@ class DaemonSetController(Controller):
         selector_spec = (ds.get("spec") or {}).get("selector")
         if selector_spec is not None and not selector_spec.get("matchLabels") \
                 and not selector_spec.get("matchExpressions"):
-            self._record(ds, "Warning", SELECTING_ALL_REASON,
-                         "This daemon set is selecting all pods. A non-empty selector is required.")
+            self.record_event(ds, "Warning", SELECTING_ALL_REASON,
+                              "This daemon set is selecting all pods. A non-empty selector is required.")
             return
         if ds["metadata"].get("deletionTimestamp"):
             return
         current, old = await self._construct_history(ds)
         hash_ = (current["metadata"].get("labels") or {}).get(HASH_LABEL, "")
-        if not self._satisfied(key):
+        if not self.expectations.satisfied(key):
             # Only the counts; observedGeneration waits until this generation has been acted on.
             await self._update_status(ds, nodes, hash_, False)
             return
         error: Exception | None = None
         try:
             await self._manage(ds, nodes, hash_)
-            if self._satisfied(key) and _rolling(ds) is not None:
+            if self.expectations.satisfied(key) and _rolling(ds) is not None:
                 await self._rolling_update(ds, nodes, hash_)
             await self._cleanup_history(ds, old)
         except APIError as err:
@@ -393,14 +332,8 @@ class DaemonSetController(Controller):
 
     async def _daemon_pods(self, ds: Obj) -> list[Obj]:
         selector = LabelSelector.from_dict((ds.get("spec") or {}).get("selector"))
-        namespace = ds["metadata"]["namespace"]
-
-        async def patch(name: str, body: Obj) -> Obj:
-            return await self.client.patch(self.pod_info, name, body, namespace, patch_type="strategic")
-
-        return await claim_objects(ds, self.pods.store.by_index("namespace", namespace),
-                                   lambda p: selector.matches(p["metadata"].get("labels")), patch,
-                                   lambda: recheck_owner(self.client, self.info, ds))
+        candidates = self.pods.store.by_index("namespace", ds["metadata"]["namespace"])
+        return await claim_objects(self.client, self.info, ds, self.pod_info, selector, candidates)
 
     async def _nodes_to_daemon_pods(self, ds: Obj, include_deleted_terminal: bool) -> dict[str, list[Obj]]:
         result: dict[str, list[Obj]] = {}
@@ -454,9 +387,9 @@ class DaemonSetController(Controller):
                     if delay is not None:
                         self.queue.add_after(object_key(ds), delay)
                         continue
-                    self._record(ds, "Warning", FAILED_DAEMON_POD_REASON,
-                                 f"Found failed daemon pod {pod['metadata']['namespace']}/"
-                                 f"{pod['metadata']['name']} on node {name}, will try to kill it")
+                    self.record_event(ds, "Warning", FAILED_DAEMON_POD_REASON,
+                                      f"Found failed daemon pod {pod['metadata']['namespace']}/"
+                                      f"{pod['metadata']['name']} on node {name}, will try to kill it")
                     to_delete.append(pod["metadata"]["name"])
                 elif phase == "Succeeded":
                     to_delete.append(pod["metadata"]["name"])
@@ -509,60 +442,22 @@ class DaemonSetController(Controller):
         create_count = min(len(needing), self.burst_replicas)
         delete_names = to_delete[:self.burst_replicas]
         namespace = ds["metadata"]["namespace"]
-        self.creations.expect_creations(key, create_count)
-        self.deletions.expect_deletions(key, [f"{namespace}/{n}" for n in delete_names])
+        self.expectations.set_expectations(key, create_count, [f"{namespace}/{n}" for n in delete_names])
         template = create_pod_template((ds.get("spec") or {}).get("template") or {}, template_generation(ds),
                                        hash_)
-        errors: list[BaseException] = []
-        position, batch = 0, min(create_count, SLOW_START_INITIAL_BATCH)
-        while batch > 0:
-            results = await asyncio.gather(*(self._create_pod(ds, template, needing[i], key)
-                                             for i in range(position, position + batch)),
-                                           return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            errors += failures
-            position += batch
-            if failures:
-                # Pods never attempted will never be observed.
-                for _ in range(create_count - position):
-                    self.creations.creation_observed(key)
-                break
-            batch = min(2 * batch, create_count - position)
+        create_error = await self._create_pods(key, create_count,
+                                               lambda i: self._create_daemon_pod(ds, template, needing[i]))
         results = await asyncio.gather(*(self._delete_pod(ds, name, key) for name in delete_names),
                                        return_exceptions=True)
-        errors += [r for r in results if isinstance(r, BaseException)]
+        errors = [r for r in (create_error, *results) if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
 
-    async def _create_pod(self, ds: Obj, template: Obj, node_name: str, key: str) -> None:
+    async def _create_daemon_pod(self, ds: Obj, template: Obj, node_name: str) -> None:
         template = copy.deepcopy(template)
         spec = template.setdefault("spec", {})
         spec["affinity"] = replace_node_name_affinity(spec.get("affinity"), node_name)
-        if not (template.get("metadata") or {}).get("labels"):
-            self.creations.creation_observed(key)
-            raise APIError(422, {"reason": "Invalid", "message": "unable to create pods, no labels"},
-                           "POST", "pods")
-        try:
-            pod = await self.client.create(self.pod_info, pod_from_template(template, ds))
-        except APIError as err:
-            if has_status_cause(err, NAMESPACE_TERMINATING_CAUSE):
-                return  # everything after it would fail the same way; the namespace is going
-            self.creations.creation_observed(key)
-            self._record(ds, "Warning", "FailedCreate", f"Error creating: {err}")
-            raise
-        self._record(ds, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
-
-    async def _delete_pod(self, ds: Obj, name: str, key: str) -> None:
-        namespace = ds["metadata"]["namespace"]
-        try:
-            await self.client.delete(self.pod_info, name, namespace)
-        except APIError as err:
-            self.deletions.deletion_observed(key, f"{namespace}/{name}")
-            if err.not_found:
-                return
-            self._record(ds, "Warning", "FailedDelete", f"Error deleting: {err}")
-            raise
-        self._record(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
+        await self._create_pod(template, ds)
 
     # --- rolling update (update.go) ---
     def _desired_counts(self, ds: Obj, nodes: list[Obj],
@@ -653,14 +548,8 @@ class DaemonSetController(Controller):
     # --- history ---
     async def _controlled_histories(self, ds: Obj) -> list[Obj]:
         selector = LabelSelector.from_dict((ds.get("spec") or {}).get("selector"))
-        namespace = ds["metadata"]["namespace"]
-
-        async def patch(name: str, body: Obj) -> Obj:
-            return await self.client.patch(self.rev_info, name, body, namespace, patch_type="strategic")
-
-        return await claim_objects(ds, self.revisions.store.by_index("namespace", namespace),
-                                   lambda r: selector.matches(r["metadata"].get("labels")), patch,
-                                   lambda: recheck_owner(self.client, self.info, ds))
+        candidates = self.revisions.store.by_index("namespace", ds["metadata"]["namespace"])
+        return await claim_objects(self.client, self.info, ds, self.rev_info, selector, candidates)
 
     async def _construct_history(self, ds: Obj) -> tuple[Obj, list[Obj]]:
         """constructHistory: the revision matching the template (created or renumbered), and the old ones."""
@@ -781,9 +670,8 @@ class DaemonSetController(Controller):
         if all(int(old.get(k) or 0) == v for k, v in counts.items()) \
                 and int(old.get("observedGeneration") or 0) >= generation:
             return
-        namespace, name = split_key(object_key(ds))
-        obj = ds
-        for attempt in range(STATUS_UPDATE_RETRIES + 1):
+
+        def set_status(obj: Obj) -> bool:
             status = dict(obj.get("status") or {})
             if observe_generation:
                 status["observedGeneration"] = generation
@@ -793,12 +681,6 @@ class DaemonSetController(Controller):
                 if not status.get(k):
                     status.pop(k, None)
             obj["status"] = status
-            try:
-                await self.client.update(self.info, obj, "status")
-                return
-            except APIError as err:
-                if err.not_found or attempt == STATUS_UPDATE_RETRIES:
-                    if err.not_found:
-                        return
-                    raise
-            obj = await self.client.get(self.info, name, namespace)
+            return True
+
+        await self._write_status(ds, set_status)

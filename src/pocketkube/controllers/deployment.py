@@ -9,7 +9,6 @@ its progressDeadlineSeconds) and whether enough replicas are available.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from typing import Any
@@ -22,9 +21,11 @@ from pocketkube.controllers.base import Controller, resolve_controller_ref, sele
 from pocketkube.controllers.replicaset import (
     claim_objects,
     controller_ref,
+    enqueue_controller_of,
+    enqueue_owners_of,
+    enqueue_owners_of_updated,
     has_status_cause,
     new_controller_ref,
-    recheck_owner,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ class DeploymentController(Controller):
         self.deployments = self.ctx.informer("apps", "v1", "deployments")
         self.replicasets = self.ctx.informer("apps", "v1", "replicasets")
         self.pods = self.ctx.informer("", "v1", "pods")
-        self._background: set[asyncio.Task[None]] = set()
         self.deployments.add_handler(on_add=self.enqueue, on_update=lambda _old, new: self.enqueue(new),
                                      on_delete=self.enqueue)
         self.replicasets.add_handler(on_add=self._rs_added, on_update=self._rs_updated,
@@ -60,37 +60,15 @@ class DeploymentController(Controller):
         if rs["metadata"].get("deletionTimestamp"):
             self._rs_deleted(rs)
             return
-        ref = controller_ref(rs)
-        if ref is not None:
-            d = self._resolve(rs["metadata"]["namespace"], ref)
-            if d is not None:
-                self.enqueue(d)
-            return
-        for d in self._deployments_for(rs):
-            self.enqueue(d)
+        enqueue_owners_of(self, rs, self._resolve, self._deployments_for)
 
     def _rs_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
             return
-        cur_ref, old_ref = controller_ref(cur), controller_ref(old)
-        namespace = cur["metadata"]["namespace"]
-        if cur_ref != old_ref and old_ref is not None:
-            d = self._resolve(namespace, old_ref)
-            if d is not None:
-                self.enqueue(d)
-        if cur_ref is not None:
-            d = self._resolve(namespace, cur_ref)
-            if d is not None:
-                self.enqueue(d)
-            return
-        if cur_ref != old_ref or cur["metadata"].get("labels") != old["metadata"].get("labels"):
-            for d in self._deployments_for(cur):
-                self.enqueue(d)
+        enqueue_owners_of_updated(self, old, cur, self._resolve, self._deployments_for)
 
     def _rs_deleted(self, rs: Obj) -> None:
-        d = self._resolve(rs["metadata"].get("namespace", ""), controller_ref(rs))
-        if d is not None:
-            self.enqueue(d)
+        enqueue_controller_of(self, rs, self._resolve)
 
     def _pod_deleted(self, pod: Obj) -> None:
         """A Recreate rollout waits for the old pods to be gone: their deletion is its cue."""
@@ -105,11 +83,6 @@ class DeploymentController(Controller):
         if d is not None and ((d.get("spec") or {}).get("strategy") or {}).get("type") == "Recreate":
             self.enqueue(d)
 
-    def _record(self, d: Obj, event_type: str, reason: str, message: str) -> None:
-        task = asyncio.create_task(self.ctx.recorder.event(d, event_type, reason, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     # --- sync ---
     async def reconcile(self, key: str) -> None:
         cached = self.deployments.store.get(key)
@@ -120,8 +93,8 @@ class DeploymentController(Controller):
         d.setdefault("kind", "Deployment")
         selector_spec = (d.get("spec") or {}).get("selector")
         if selector_spec == {}:
-            self._record(d, "Warning", "SelectingAll",
-                         "This deployment is selecting all pods. A non-empty selector is required.")
+            self.record_event(d, "Warning", "SelectingAll",
+                              "This deployment is selecting all pods. A non-empty selector is required.")
             if (d.get("status") or {}).get("observedGeneration", 0) < d["metadata"].get("generation", 0):
                 d.setdefault("status", {})["observedGeneration"] = d["metadata"]["generation"]
                 await self._update_status(d)
@@ -146,14 +119,8 @@ class DeploymentController(Controller):
     async def _replica_sets_for(self, d: Obj) -> list[Obj]:
         """getReplicaSetsForDeployment: claim (adopt/release) the namespace's ReplicaSets by selector."""
         selector = LabelSelector.from_dict(d["spec"].get("selector"))
-        namespace = d["metadata"]["namespace"]
-        candidates = self.replicasets.store.by_index("namespace", namespace)
-
-        async def patch(name: str, body: Obj) -> Obj:
-            return await self.client.patch(self.rs_info, name, body, namespace, patch_type="strategic")
-
-        return await claim_objects(d, candidates, lambda rs: selector.matches(rs["metadata"].get("labels")),
-                                   patch, lambda: recheck_owner(self.client, self.info, d))
+        candidates = self.replicasets.store.by_index("namespace", d["metadata"]["namespace"])
+        return await claim_objects(self.client, self.info, d, self.rs_info, selector, candidates)
 
     def _pods_by_rs(self, d: Obj, rs_list: list[Obj]) -> dict[str, list[Obj]]:
         """getPodMapForDeployment: the deployment's pods grouped by the ReplicaSet that controls them."""
@@ -278,11 +245,11 @@ class DeploymentController(Controller):
                         await self._update_status(d)
                     except APIError:
                         pass  # the creation failure is the error worth reporting
-                self._record(d, "Warning", du.FAILED_RS_CREATE_REASON, message)
+                self.record_event(d, "Warning", du.FAILED_RS_CREATE_REASON, message)
                 raise
         if not already_exists and new_replicas > 0:
-            self._record(d, "Normal", "ScalingReplicaSet",
-                         f"Scaled up replica set {created['metadata']['name']} from 0 to {new_replicas}")
+            self.record_event(d, "Normal", "ScalingReplicaSet",
+                              f"Scaled up replica set {created['metadata']['name']} from 0 to {new_replicas}")
         needs_update = self._set_revision(d, new_revision)
         if not already_exists and du.has_progress_deadline(d):
             du.set_condition(status, du.new_condition("Progressing", "True", du.NEW_RS_REASON,
@@ -315,8 +282,8 @@ class DeploymentController(Controller):
         rs = await self.client.update(self.rs_info, rs)
         if size_changed:
             direction = "up" if old_scale < new_scale else "down"
-            self._record(d, "Normal", "ScalingReplicaSet",
-                         f"Scaled {direction} replica set {rs['metadata']['name']} from {old_scale} to {new_scale}")
+            self.record_event(d, "Normal", "ScalingReplicaSet", f"Scaled {direction} replica set "
+                              f"{rs['metadata']['name']} from {old_scale} to {new_scale}")
         return size_changed, rs
 
     async def _scale_and_record(self, rs: Obj, new_scale: int, d: Obj) -> tuple[bool, Obj]:

@@ -383,7 +383,6 @@ class GarbageCollector(Controller):
         self._monitors: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self._kinds: dict[tuple[str, str], ResourceInfo] = {}  # (apiVersion, kind) -> resource
         self._ready = asyncio.Event()
-        self._event_tasks: set[asyncio.Task[None]] = set()
         super().__init__(ctx)
 
     # --- wiring ---------------------------------------------------------------------
@@ -441,11 +440,8 @@ class GarbageCollector(Controller):
         ident = node.identity
         obj = {"apiVersion": ident.api_version, "kind": ident.kind,
                "metadata": {"name": ident.name, "namespace": ident.namespace, "uid": ident.uid}}
-        task = asyncio.get_running_loop().create_task(self.ctx.recorder.event(
-            obj, "Warning", "OwnerRefInvalidNamespace",
-            f"ownerRef {owner} does not exist in namespace \"{ident.namespace}\""))
-        self._event_tasks.add(task)
-        task.add_done_callback(self._event_tasks.discard)
+        self.record_event(obj, "Warning", "OwnerRefInvalidNamespace",
+                          f"ownerRef {owner} does not exist in namespace \"{ident.namespace}\"")
 
     # --- running --------------------------------------------------------------------
     async def run(self) -> None:

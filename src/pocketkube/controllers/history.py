@@ -1,8 +1,9 @@
-"""ControllerRevision history (pkg/controller/history): hashing, naming, ordering and comparing the
-revisions in which StatefulSets (and DaemonSets, for ordering) record their template versions."""
+"""ControllerRevision history (pkg/controller/history): the data, hashing, naming, ordering and comparing
+of the revisions in which StatefulSets (and DaemonSets, for data and ordering) record their templates."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,14 @@ def hash_controller_revision(data: Any, probe: int | None) -> str:
     if probe is not None:
         h = fnv32(str(probe).encode(), h)
     return safe_encode_string(str(h))
+
+
+def get_patch(parent: Obj) -> Obj:
+    """getPatch, the same for StatefulSets and DaemonSets: a revision's data is a strategic merge patch that
+    replaces spec.template, as `kubectl rollout undo` applies it."""
+    template = copy.deepcopy((parent.get("spec") or {}).get("template") or {})
+    template["$patch"] = "replace"
+    return {"spec": {"template": template}}
 
 
 def controller_revision_name(prefix: str, hash_: str) -> str:

@@ -4,7 +4,8 @@ One implementation serves both kinds, as upstream's ReplicationManager wraps the
 keep spec.replicas active pods matching the selector, adopting orphans and releasing pods that stop
 matching; expectations stop a second round of creations while the pod informer catches up with the
 first; pods are created in slow-start batches and deleted in upstream's ActivePods ranking.
-Also home of the pod and controller-ref helpers the Deployment controller shares.
+Also home of the pod, controller-ref and event-routing helpers the other workload controllers share, and
+of PodExpectationsController, the ground the DaemonSet controller shares with this one.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 from pocketkube.api.kinds import ResourceInfo
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.client.informer import object_key
-from pocketkube.client.rest import APIError
-from pocketkube.controllers.base import Controller, split_key
+from pocketkube.client.rest import APIError, Client
+from pocketkube.controllers.base import Controller, ControllerContext, resolve_controller_ref, split_key
 from pocketkube.controllers.deployment_util import format_time, now, parse_time
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ Obj = dict[str, Any]
 BURST_REPLICAS = 500
 SLOW_START_INITIAL_BATCH = 1
 EXPECTATIONS_TIMEOUT = 300.0
+STATUS_UPDATE_RETRIES = 1  # statusUpdateRetries (ReplicaSet), StatusUpdateRetries (DaemonSet)
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 _PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
 
@@ -63,11 +65,16 @@ class ControllerExpectations:
             return True
         return (exp.adds <= 0 and exp.deletes <= 0) or time.monotonic() - exp.timestamp > self.ttl
 
+    def set_expectations(self, key: str, creations: int, deletion_pod_keys: list[str]) -> None:
+        """SetExpectations: one round's creations and deletions (the deleted pods by key) in one record."""
+        self._store[key] = _Expectation(adds=creations, deletes=len(deletion_pod_keys),
+                                        pending_deletes=set(deletion_pod_keys))
+
     def expect_creations(self, key: str, count: int) -> None:
-        self._store[key] = _Expectation(adds=count)
+        self.set_expectations(key, count, [])
 
     def expect_deletions(self, key: str, pod_keys: list[str]) -> None:
-        self._store[key] = _Expectation(deletes=len(pod_keys), pending_deletes=set(pod_keys))
+        self.set_expectations(key, 0, pod_keys)
 
     def creation_observed(self, key: str) -> None:
         exp = self._store.get(key)
@@ -236,12 +243,22 @@ def release_patch(owner: Obj, obj: Obj) -> Obj:
                          "uid": obj["metadata"]["uid"]}}
 
 
-async def claim_objects(owner: Obj, candidates: list[Obj], matches: Callable[[Obj], bool],
-                        patch: Callable[[str, Obj], Awaitable[Obj]],
-                        can_adopt: Callable[[], Awaitable[None]]) -> list[Obj]:
-    """BaseControllerRefManager.ClaimObject over a list: keep ours that match, release ours that no longer
-    match, adopt matching orphans (after re-checking with the API that the owner may adopt)."""
+async def claim_objects(client: Client, owner_info: ResourceInfo, owner: Obj, candidate_info: ResourceInfo,
+                        selector: LabelSelector, candidates: list[Obj],
+                        also_matches: Callable[[Obj], bool] | None = None) -> list[Obj]:
+    """ClaimPods, ClaimReplicaSets, ClaimControllerRevisions (BaseControllerRefManager.ClaimObject over a
+    list): of the candidates (of candidate_info) that the selector and also_matches accept, keep ours and
+    adopt the orphans (after re-checking with the API that the owner may adopt); release ours that no
+    longer match."""
     owner_meta = owner["metadata"]
+    namespace = owner_meta["namespace"]
+
+    def matches(obj: Obj) -> bool:
+        return selector.matches(obj["metadata"].get("labels")) and (also_matches is None or also_matches(obj))
+
+    async def patch(name: str, body: Obj) -> Obj:
+        return await client.patch(candidate_info, name, body, namespace, patch_type="strategic")
+
     deleting = bool(owner_meta.get("deletionTimestamp"))
     claimed: list[Obj] = []
     adopt_checked = False
@@ -262,7 +279,7 @@ async def claim_objects(owner: Obj, candidates: list[Obj], matches: Callable[[Ob
             if owner_meta.get("namespace") and owner_meta["namespace"] != obj["metadata"].get("namespace"):
                 continue
             if not adopt_checked:
-                await can_adopt()
+                await recheck_owner(client, owner_info, owner)
                 adopt_checked = True
             claimed.append(await patch(obj["metadata"]["name"], adopt_patch(owner, obj)))
         except APIError as err:
@@ -273,7 +290,7 @@ async def claim_objects(owner: Obj, candidates: list[Obj], matches: Callable[[Ob
     return claimed
 
 
-async def recheck_owner(client: Any, info: ResourceInfo, owner: Obj) -> None:
+async def recheck_owner(client: Client, info: ResourceInfo, owner: Obj) -> None:
     """RecheckDeletionTimestamp: adopt only if a fresh read shows the same, live owner."""
     meta = owner["metadata"]
     fresh = await client.get(info, meta["name"], meta.get("namespace", ""))
@@ -302,30 +319,56 @@ def pod_from_template(template: Obj, owner: Obj) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": copy.deepcopy(template.get("spec") or {})}
 
 
-async def slow_start_batch(count: int, initial: int, fn: Callable[[], Awaitable[None]]) -> tuple[int, BaseException | None]:
-    """Run fn count times in batches of 1, 2, 4, ...; stop at the first batch with a failure, so a
-    controller that cannot create (quota, admission) does not hammer the API with all of them."""
-    remaining, successes = count, 0
-    batch = min(remaining, initial)
+async def slow_start_batch(count: int, initial: int, fn: Callable[[int], Awaitable[object]],
+                           max_batch: int | None = None) -> tuple[int, BaseException | None]:
+    """Run fn(0) .. fn(count - 1) in concurrent batches of initial, then twice as many each time (at most
+    max_batch); stop after the first batch with a failure, so a controller that cannot create (quota,
+    admission) does not hammer the API with all of them. Returns the successes and the first failure."""
+    position, successes = 0, 0
+    batch = min(count, initial)
     while batch > 0:
-        results = await asyncio.gather(*(fn() for _ in range(batch)), return_exceptions=True)
+        results = await asyncio.gather(*(fn(i) for i in range(position, position + batch)),
+                                       return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         successes += batch - len(failures)
         if failures:
             return successes, failures[0]
-        remaining -= batch
-        batch = min(2 * batch, remaining)
+        position += batch
+        batch = min(2 * batch, count - position)
+        if max_batch is not None:
+            batch = min(batch, max_batch)
     return successes, None
 
 
-# --- the controller ------------------------------------------------------------------------
+# --- routing an owned object's events to its owners --------------------------------------
+# `resolve(namespace, controller reference)` is the owner the controller's informer holds (same uid);
+# `matching(obj)` the owners whose selector selects obj.
+Resolver = Callable[[str, Obj | None], Obj | None]
 
-def enqueue_owners_of_updated_pod(controller: Controller, old: Obj, cur: Obj,
-                                  resolve: Callable[[str, Obj | None], Obj | None],
-                                  matching: Callable[[Obj], list[Obj]]) -> None:
-    """Route a pod change to the controllers that care (upstream's updatePod): the old and the new
-    controller owner; an owner with minReadySeconds again once the pod may count as available; and,
-    for an orphan whose labels or owner changed, every owner whose selector now matches it."""
+
+def enqueue_controller_of(controller: Controller, obj: Obj, resolve: Resolver) -> Obj | None:
+    """Enqueue (and return) the object's controller owner: upstream's deletePod, deleteReplicaSet."""
+    owner = resolve(obj["metadata"].get("namespace", ""), controller_ref(obj))
+    if owner is not None:
+        controller.enqueue(owner)
+    return owner
+
+
+def enqueue_owners_of(controller: Controller, obj: Obj, resolve: Resolver,
+                      matching: Callable[[Obj], list[Obj]]) -> Obj | None:
+    """Route a new object (upstream's addPod, addReplicaSet) to its controller owner, returned for the
+    caller's expectations; an orphan to every owner whose selector matches it, which may adopt it."""
+    if controller_ref(obj) is not None:
+        return enqueue_controller_of(controller, obj, resolve)
+    for owner in matching(obj):
+        controller.enqueue(owner)
+    return None
+
+
+def enqueue_owners_of_updated(controller: Controller, old: Obj, cur: Obj, resolve: Resolver,
+                              matching: Callable[[Obj], list[Obj]]) -> Obj | None:
+    """Route a change (upstream's updatePod, updateReplicaSet): the old and the new controller owner (the new
+    one returned); for an orphan whose labels or owner changed, every owner whose selector now matches it."""
     cur_ref, old_ref = controller_ref(cur), controller_ref(old)
     namespace = cur["metadata"]["namespace"]
     if cur_ref != old_ref and old_ref is not None:
@@ -334,20 +377,132 @@ def enqueue_owners_of_updated_pod(controller: Controller, old: Obj, cur: Obj,
             controller.enqueue(previous)
     if cur_ref is not None:
         owner = resolve(namespace, cur_ref)
-        if owner is None:
-            return
-        controller.enqueue(owner)
-        min_ready = int((owner.get("spec") or {}).get("minReadySeconds") or 0)
-        if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
-            # Look again once the pod has been ready long enough to count as available.
-            controller.queue.add_after(object_key(owner), min_ready + 1)
-        return
+        if owner is not None:
+            controller.enqueue(owner)
+        return owner
     if cur_ref != old_ref or cur["metadata"].get("labels") != old["metadata"].get("labels"):
         for owner in matching(cur):
             controller.enqueue(owner)
+    return None
 
 
-class ReplicaSetController(Controller):
+def enqueue_owners_of_updated_pod(controller: Controller, old: Obj, cur: Obj, resolve: Resolver,
+                                  matching: Callable[[Obj], list[Obj]]) -> None:
+    """updatePod's routing: enqueue_owners_of_updated, and an owner with minReadySeconds again once the pod
+    may count as available."""
+    owner = enqueue_owners_of_updated(controller, old, cur, resolve, matching)
+    if owner is None:
+        return
+    min_ready = int((owner.get("spec") or {}).get("minReadySeconds") or 0)
+    if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(cur):
+        # Look again once the pod has been ready long enough to count as available.
+        controller.queue.add_after(object_key(owner), min_ready + 1)
+
+
+# --- the controllers -----------------------------------------------------------------------
+class PodExpectationsController(Controller):
+    """What the ReplicaSet (and RC) and DaemonSet controllers share: they create and delete their objects'
+    pods themselves, with upstream's RealPodControl events, and keep expectations of those pods, so that a
+    sync never acts again on pods the informer has not shown yet.
+
+    Subclasses set `info` (their own resource) in `setup`, resolve controller references to their objects
+    and name the objects that select an orphan pod; they wire `_owner_deleted`, `_pod_added`, their own
+    `_pod_updated` (upstream's differ per kind) and `_pod_deleted` to the informers."""
+
+    info: ResourceInfo
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.pod_info = ctx.resource("", "v1", "pods")
+        self.expectations = ControllerExpectations()
+        self.burst_replicas = BURST_REPLICAS
+        super().__init__(ctx)
+
+    def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
+        raise NotImplementedError
+
+    def _matching_owners(self, pod: Obj) -> list[Obj]:
+        raise NotImplementedError
+
+    # --- event handlers ---
+    def _owner_deleted(self, owner: Obj) -> None:
+        key = object_key(owner)
+        self.expectations.delete(key)
+        self.queue.add(key)
+
+    def _pod_added(self, pod: Obj) -> None:
+        if pod["metadata"].get("deletionTimestamp"):
+            # A restarted controller sees pods already being deleted as new ones: count them as gone.
+            self._pod_deleted(pod)
+            return
+        owner = enqueue_owners_of(self, pod, self._resolve, self._matching_owners)
+        if owner is not None:
+            self.expectations.creation_observed(object_key(owner))
+
+    def _pod_deleted(self, pod: Obj) -> None:
+        owner = enqueue_controller_of(self, pod, self._resolve)
+        if owner is not None:
+            self.expectations.deletion_observed(object_key(owner), object_key(pod))
+
+    # --- pods (RealPodControl) ---
+    async def _create_pods(self, key: str, count: int,
+                           create: Callable[[int], Awaitable[None]]) -> BaseException | None:
+        """create(0) .. create(count - 1) in slow-start batches; the creations that failed or never ran will
+        never be observed, so they are no longer expected. Returns the first failure."""
+        successes, error = await slow_start_batch(count, SLOW_START_INITIAL_BATCH, create)
+        for _ in range(count - successes):
+            self.expectations.creation_observed(key)
+        return error
+
+    async def _create_pod(self, template: Obj, owner: Obj) -> None:
+        """CreatePods: a namespace being torn down refuses every creation, which is neither a failure (the
+        callers upstream ignore it) nor worth an event."""
+        if not ((template.get("metadata") or {}).get("labels")):
+            raise APIError(422, {"reason": "Invalid", "message": "unable to create pods, no labels"},
+                           "POST", "pods")
+        try:
+            pod = await self.client.create(self.pod_info, pod_from_template(template, owner))
+        except APIError as err:
+            if has_status_cause(err, NAMESPACE_TERMINATING_CAUSE):
+                return
+            self.record_event(owner, "Warning", "FailedCreate", f"Error creating: {err}")
+            raise
+        self.record_event(owner, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+
+    async def _delete_pod(self, owner: Obj, name: str, key: str) -> None:
+        """DeletePod, in the owner's namespace; a pod already gone is no failure."""
+        namespace = owner["metadata"]["namespace"]
+        try:
+            await self.client.delete(self.pod_info, name, namespace)
+        except APIError as err:
+            # The deletion will never be observed as ours: stop expecting it.
+            self.expectations.deletion_observed(key, f"{namespace}/{name}")
+            if err.not_found:
+                return
+            self.record_event(owner, "Warning", "FailedDelete", f"Error deleting: {err}")
+            raise
+        self.record_event(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
+
+    # --- status ---
+    async def _write_status(self, obj: Obj, set_status: Callable[[Obj], bool]) -> Obj:
+        """The write of updateReplicaSetStatus and storeDaemonSetStatus: set_status(obj) puts the new status
+        on obj (False: nothing to write); a failed write is tried again on a fresh read, STATUS_UPDATE_RETRIES
+        times. An object deleted meanwhile is no error. Returns the object as written, else as last seen."""
+        meta = obj["metadata"]
+        for attempt in range(STATUS_UPDATE_RETRIES + 1):
+            if not set_status(obj):
+                return obj
+            try:
+                return await self.client.update(self.info, obj, "status")
+            except APIError as err:
+                if err.not_found:
+                    return obj
+                if attempt == STATUS_UPDATE_RETRIES:
+                    raise
+            obj = await self.client.get(self.info, meta["name"], meta["namespace"])
+        return obj
+
+
+class ReplicaSetController(PodExpectationsController):
     """apps/v1 ReplicaSet; ReplicationControllerController reuses everything with a map selector."""
 
     name = "replicaset"
@@ -356,13 +511,9 @@ class ReplicaSetController(Controller):
 
     def setup(self) -> None:
         self.info = self.ctx.resource(self.group, self.version, self.plural)
-        self.pod_info = self.ctx.resource("", "v1", "pods")
         self.owners = self.ctx.informer(self.group, self.version, self.plural)
         self.pods = self.ctx.informer("", "v1", "pods")
         self.pods.store.add_indexer(CONTROLLER_INDEX, by_controller)
-        self.expectations = ControllerExpectations()
-        self.burst_replicas = BURST_REPLICAS
-        self._background: set[asyncio.Task[None]] = set()
         self.owners.add_handler(on_add=self.enqueue, on_update=lambda _old, new: self.enqueue(new),
                                 on_delete=self._owner_deleted)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
@@ -379,38 +530,13 @@ class ReplicaSetController(Controller):
         return not selector.empty and selector.matches(pod["metadata"].get("labels"))
 
     # --- event handlers ---
-    def _owner_deleted(self, owner: Obj) -> None:
-        key = object_key(owner)
-        self.expectations.delete(key)
-        self.queue.add(key)
-
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != self.kind:
-            return None
-        owner = self.owners.store.get(f"{namespace}/{ref.get('name')}")
-        if owner is None or owner["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return owner
+        return resolve_controller_ref(self.owners, self.kind, namespace, ref)
 
     def _matching_owners(self, pod: Obj) -> list[Obj]:
         namespace = pod["metadata"].get("namespace", "")
         return [owner for owner in self.owners.store.by_index("namespace", namespace)
                 if self._owner_matches_pod(owner, pod)]
-
-    def _pod_added(self, pod: Obj) -> None:
-        if pod["metadata"].get("deletionTimestamp"):
-            self._pod_deleted(pod)
-            return
-        ref = controller_ref(pod)
-        if ref is not None:
-            owner = self._resolve(pod["metadata"]["namespace"], ref)
-            if owner is not None:
-                key = object_key(owner)
-                self.expectations.creation_observed(key)
-                self.queue.add(key)
-            return
-        for owner in self._matching_owners(pod):
-            self.enqueue(owner)
 
     def _pod_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
@@ -422,14 +548,6 @@ class ReplicaSetController(Controller):
                 self._pod_deleted(old)
             return
         enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._matching_owners)
-
-    def _pod_deleted(self, pod: Obj) -> None:
-        owner = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))
-        if owner is None:
-            return
-        key = object_key(owner)
-        self.expectations.deletion_observed(key, object_key(pod))
-        self.queue.add(key)
 
     # --- reconcile ---
     async def reconcile(self, key: str) -> None:
@@ -447,7 +565,8 @@ class ReplicaSetController(Controller):
         owned = [p for p in self.pods.store.by_index(CONTROLLER_INDEX, owner["metadata"]["uid"])
                  if p["metadata"].get("namespace") == namespace]
         orphans = self.pods.store.by_index(CONTROLLER_INDEX, f"orphan:{namespace}")
-        pods = await self._claim_pods(owner, selector, [p for p in (*owned, *orphans) if is_pod_active(p)])
+        pods = await claim_objects(self.client, self.info, owner, self.pod_info, selector,
+                                   [p for p in (*owned, *orphans) if is_pod_active(p)])
         # terminatingReplicas (DeploymentReplicaSetTerminatingReplicas, on by default since 1.35): our
         # pods that are going away but still running.
         terminating = sum(1 for p in owned if is_pod_terminating(p) and selector.matches(p["metadata"].get("labels")))
@@ -470,24 +589,13 @@ class ReplicaSetController(Controller):
         if manage_error is not None:
             raise manage_error
 
-    async def _claim_pods(self, owner: Obj, selector: LabelSelector, pods: list[Obj]) -> list[Obj]:
-        namespace = owner["metadata"]["namespace"]
-
-        async def patch(name: str, body: Obj) -> Obj:
-            return await self.client.patch(self.pod_info, name, body, namespace, patch_type="strategic")
-
-        return await claim_objects(owner, pods, lambda p: selector.matches(p["metadata"].get("labels")), patch,
-                                   lambda: recheck_owner(self.client, self.info, owner))
-
     async def _manage_replicas(self, owner: Obj, pods: list[Obj], key: str) -> None:
         diff = len(pods) - int((owner.get("spec") or {}).get("replicas", 1))
         if diff < 0:
             count = min(-diff, self.burst_replicas)
             self.expectations.expect_creations(key, count)
-            successes, error = await slow_start_batch(count, SLOW_START_INITIAL_BATCH, lambda: self._create(owner))
-            # Pods never created will never be observed: stop expecting them.
-            for _ in range(count - successes):
-                self.expectations.creation_observed(key)
+            template = (owner.get("spec") or {}).get("template") or {}
+            error = await self._create_pods(key, count, lambda _: self._create_pod(template, owner))
             if error is not None:
                 raise error
         elif diff > 0:
@@ -497,7 +605,8 @@ class ReplicaSetController(Controller):
                 victims = rank_pods_for_deletion(pods, self._related_pods(owner))
             victims = victims[:count]
             self.expectations.expect_deletions(key, [object_key(p) for p in victims])
-            results = await asyncio.gather(*(self._delete(owner, p, key) for p in victims), return_exceptions=True)
+            results = await asyncio.gather(*(self._delete_pod(owner, p["metadata"]["name"], key)
+                                             for p in victims), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 raise failures[0]
@@ -514,39 +623,6 @@ class ReplicaSetController(Controller):
             for pod in self.pods.store.by_index("owner", o["metadata"]["uid"]):
                 related[pod["metadata"]["uid"]] = pod
         return list(related.values())
-
-    async def _create(self, owner: Obj) -> None:
-        template = (owner.get("spec") or {}).get("template") or {}
-        if not ((template.get("metadata") or {}).get("labels")):
-            raise APIError(422, {"reason": "Invalid", "message": "unable to create pods, no labels"},
-                           "POST", "pods")
-        try:
-            pod = await self.client.create(self.pod_info, pod_from_template(template, owner))
-        except APIError as err:
-            if has_status_cause(err, NAMESPACE_TERMINATING_CAUSE):
-                return  # nothing can be created there any more; not a failure to report
-            self._record(owner, "Warning", "FailedCreate", f"Error creating: {err}")
-            raise
-        self._record(owner, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
-
-    async def _delete(self, owner: Obj, pod: Obj, key: str) -> None:
-        name = pod["metadata"]["name"]
-        try:
-            await self.client.delete(self.pod_info, name, pod["metadata"]["namespace"])
-        except APIError as err:
-            # The deletion will never be observed as ours: stop expecting it.
-            self.expectations.deletion_observed(key, object_key(pod))
-            if err.not_found:
-                return
-            self._record(owner, "Warning", "FailedDelete", f"Error deleting: {err}")
-            raise
-        self._record(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
-
-    def _record(self, owner: Obj, event_type: str, reason: str, message: str) -> None:
-        """Events are fire-and-forget, as client-go's broadcaster: never slow down the sync for them."""
-        task = asyncio.create_task(self.ctx.recorder.event(owner, event_type, reason, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # --- status ---
     def _calculate_status(self, owner: Obj, pods: list[Obj], manage_error: Exception | None) -> Obj:
@@ -581,30 +657,23 @@ class ReplicaSetController(Controller):
         return status
 
     async def _update_status(self, owner: Obj, new_status: Obj) -> Obj:
-        """updateReplicaSetStatus: write only on change, with observedGeneration; retry once on conflict."""
-        for attempt in range(2):
-            old = owner.get("status") or {}
-            generation = owner["metadata"].get("generation", 0)
+        """updateReplicaSetStatus: write only on change, with observedGeneration."""
+        def set_status(obj: Obj) -> bool:
+            old = obj.get("status") or {}
+            generation = obj["metadata"].get("generation", 0)
             unchanged = all(int(old.get(k) or 0) == new_status[k]
                             for k in ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas"))
             unchanged = unchanged and old.get("terminatingReplicas") == new_status["terminatingReplicas"]
             if unchanged and generation == old.get("observedGeneration", 0) \
                     and (old.get("conditions") or []) == new_status["conditions"]:
-                return owner
+                return False
             # As the Go struct serializes: replicas always, terminatingReplicas (a pointer) whenever set.
             status = {k: v for k, v in new_status.items() if v or k in ("replicas", "terminatingReplicas")}
             status["observedGeneration"] = generation
-            owner["status"] = status
-            try:
-                return await self.client.update(self.info, owner, "status")
-            except APIError as err:
-                if err.not_found or attempt == 1:
-                    if err.not_found:
-                        return owner
-                    raise
-                meta = owner["metadata"]
-                owner = await self.client.get(self.info, meta["name"], meta["namespace"])
-        return owner
+            obj["status"] = status
+            return True
+
+        return await self._write_status(owner, set_status)
 
 
 class ReplicationControllerController(ReplicaSetController):

@@ -12,7 +12,6 @@ persistentVolumeClaimRetentionPolicy says, so the garbage collector removes them
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import re
@@ -27,6 +26,7 @@ from pocketkube.controllers.deployment_util import scaled_value
 from pocketkube.controllers.history import (
     controller_revision_name,
     equal_revision,
+    get_patch,
     hash_controller_revision,
     new_controller_revision,
     next_revision,
@@ -37,12 +37,15 @@ from pocketkube.controllers.replicaset import (
     adopt_patch,
     claim_objects,
     controller_ref,
+    enqueue_controller_of,
+    enqueue_owners_of,
     enqueue_owners_of_updated_pod,
     is_pod_available,
     is_pod_ready,
     new_controller_ref,
     pod_from_template,
     recheck_owner,
+    slow_start_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -194,13 +197,6 @@ def new_versioned_pod(current_set: Obj, update_set: Obj, current_revision: str, 
     pod = new_stateful_pod(update_set, ordinal)
     pod["metadata"]["labels"][REVISION_LABEL] = update_revision
     return pod
-
-
-def get_patch(sts: Obj) -> Obj:
-    """The revision data: a strategic merge patch replacing spec.template."""
-    template = copy.deepcopy((sts.get("spec") or {}).get("template") or {})
-    template["$patch"] = "replace"
-    return {"spec": {"template": template}}
 
 
 def apply_revision(sts: Obj, revision: Obj) -> Obj:
@@ -426,7 +422,6 @@ class StatefulSetController(Controller):
         self.pods = self.ctx.informer("", "v1", "pods")
         self.revisions = self.ctx.informer("apps", "v1", "controllerrevisions")
         self.claims = self.ctx.informer("", "v1", "persistentvolumeclaims")
-        self._background: set[asyncio.Task[None]] = set()
         self.sets.add_handler(on_add=self.enqueue, on_update=lambda _old, new: self.enqueue(new),
                               on_delete=self.enqueue)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
@@ -442,14 +437,7 @@ class StatefulSetController(Controller):
         if pod["metadata"].get("deletionTimestamp"):
             self._pod_deleted(pod)
             return
-        ref = controller_ref(pod)
-        if ref is not None:
-            sts = self._resolve(pod["metadata"]["namespace"], ref)
-            if sts is not None:
-                self.enqueue(sts)
-            return
-        for sts in self._sets_for_pod(pod):
-            self.enqueue(sts)
+        enqueue_owners_of(self, pod, self._resolve, self._sets_for_pod)
 
     def _pod_updated(self, old: Obj, cur: Obj) -> None:
         if cur["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion"):
@@ -457,32 +445,25 @@ class StatefulSetController(Controller):
         enqueue_owners_of_updated_pod(self, old, cur, self._resolve, self._sets_for_pod)
 
     def _pod_deleted(self, pod: Obj) -> None:
-        sts = self._resolve(pod["metadata"].get("namespace", ""), controller_ref(pod))
-        if sts is not None:
-            self.enqueue(sts)
-
-    def _record(self, sts: Obj, event_type: str, reason: str, message: str) -> None:
-        task = asyncio.create_task(self.ctx.recorder.event(sts, event_type, reason, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        enqueue_controller_of(self, pod, self._resolve)
 
     def _record_pod_event(self, verb: str, sts: Obj, pod: Obj, err: Exception | None) -> None:
         name, set_name = pod["metadata"]["name"], sts["metadata"]["name"]
         if err is None:
-            self._record(sts, "Normal", f"Successful{verb.title()}",
-                         f"{verb} Pod {name} in StatefulSet {set_name} successful")
+            self.record_event(sts, "Normal", f"Successful{verb.title()}",
+                              f"{verb} Pod {name} in StatefulSet {set_name} successful")
         else:
-            self._record(sts, "Warning", f"Failed{verb.title()}",
-                         f"{verb} Pod {name} in StatefulSet {set_name} failed error: {err}")
+            self.record_event(sts, "Warning", f"Failed{verb.title()}",
+                              f"{verb} Pod {name} in StatefulSet {set_name} failed error: {err}")
 
     def _record_claim_event(self, verb: str, sts: Obj, pod: Obj, claim: Obj, err: Exception | None) -> None:
         names = (claim["metadata"]["name"], pod["metadata"]["name"], sts["metadata"]["name"])
         if err is None:
-            self._record(sts, "Normal", f"Successful{verb.title()}",
-                         "{} Claim {} Pod {} in StatefulSet {} success".format(verb, *names))
+            self.record_event(sts, "Normal", f"Successful{verb.title()}",
+                              "{} Claim {} Pod {} in StatefulSet {} success".format(verb, *names))
         else:
-            self._record(sts, "Warning", f"Failed{verb.title()}",
-                         "{} Claim {} for Pod {} in StatefulSet {} failed error: {}".format(verb, *names, err))
+            self.record_event(sts, "Warning", f"Failed{verb.title()}",
+                              "{} Claim {} for Pod {} in StatefulSet {} failed error: {}".format(verb, *names, err))
 
     # --- sync ---
     async def reconcile(self, key: str) -> None:
@@ -521,16 +502,9 @@ class StatefulSetController(Controller):
                                     sts["metadata"]["namespace"], patch_type="strategic")
 
     async def _claim_pods(self, sts: Obj, selector: LabelSelector) -> list[Obj]:
-        namespace = sts["metadata"]["namespace"]
-
-        async def patch(name: str, body: Obj) -> Obj:
-            return await self.client.patch(self.pod_info, name, body, namespace, patch_type="strategic")
-
-        def matches(pod: Obj) -> bool:
-            return selector.matches(pod["metadata"].get("labels")) and is_member_of(sts, pod)
-
-        return await claim_objects(sts, self.pods.store.by_index("namespace", namespace), matches, patch,
-                                   lambda: recheck_owner(self.client, self.info, sts))
+        candidates = self.pods.store.by_index("namespace", sts["metadata"]["namespace"])
+        return await claim_objects(self.client, self.info, sts, self.pod_info, selector, candidates,
+                                   lambda pod: is_member_of(sts, pod))
 
     async def _update_stateful_set(self, sts: Obj, pods: list[Obj], selector: LabelSelector) -> Obj:
         """UpdateStatefulSet: revisions, pods, status (even when the pods' round failed), then the
@@ -686,15 +660,9 @@ class StatefulSetController(Controller):
                 if await fn(i):
                     return True
             return False
-        position, batch = 0, min(len(items), 1)
-        while batch > 0:
-            results = await asyncio.gather(*(fn(i) for i in range(position, position + batch)),
-                                           return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise failures[0]
-            position += batch
-            batch = min(2 * batch, len(items) - position, MAX_BATCH_SIZE)
+        _, error = await slow_start_batch(len(items), 1, fn, MAX_BATCH_SIZE)
+        if error is not None:
+            raise error
         return False
 
     async def _process_replica(self, sts: Obj, update_set: Obj, monotonic: bool, slots: list[Obj],
@@ -875,10 +843,10 @@ class StatefulSetController(Controller):
             if existing is None:
                 continue  # picked up once the cache has it
             if has_unexpected_controller(existing, sts, pod):
-                self._record(sts, "Warning", "FailedUpdate",
-                             f"PersistentVolumeClaim {existing['metadata']['name']} has a conflicting "
-                             "OwnerReference that acts as a managing controller, the retention policy is "
-                             "ignored for this claim")
+                self.record_event(sts, "Warning", "FailedUpdate",
+                                  f"PersistentVolumeClaim {existing['metadata']['name']} has a conflicting "
+                                  "OwnerReference that acts as a managing controller, the retention policy is "
+                                  "ignored for this claim")
             clone = copy.deepcopy(existing)
             if update_claim_owner_refs(clone, sts, pod):
                 try:
