@@ -3,7 +3,7 @@ DATA_DIR ?= /var/lib/pocketkube
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: deps up down test lint bench peer-kr8s clean
+.PHONY: deps up down test lint bench peer-kr8s peer-oras clean
 
 deps:
 	@scripts/install-deps.sh
@@ -28,6 +28,10 @@ bench: deps
 # kr8s's own test suite against a throwaway node (see scripts/peer-kr8s.py); ARGS go to pytest.
 peer-kr8s: deps
 	.venv/bin/python scripts/peer-kr8s.py $(ARGS)
+
+# oras-py's own test suite against pocketkube's registry (see scripts/peer-oras.py); ARGS go to pytest.
+peer-oras: deps
+	.venv/bin/python scripts/peer-oras.py $(ARGS)
 
 clean:
 	rm -rf .venv build src/*.egg-info

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import gzip
 import hashlib
 import io
@@ -24,10 +23,6 @@ import aiohttp
 import bcrypt
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pocketkube.cli.registry import ProgressPrinter
 from pocketkube.engine.images import mediatypes as mt
@@ -37,6 +32,7 @@ from pocketkube.engine.registry.client import ProgressEvent, RegistryClient, is_
 from pocketkube.engine.registry.credentials import CredentialStore, default_config_path
 from pocketkube.engine.registry.errors import RegistryError
 from pocketkube.engine.registry.server import RegistryConfig, start_registry
+from selfsigned import self_signed
 
 USER, PASSWORD = "alice", "s3cret"
 
@@ -344,20 +340,6 @@ async def test_login_saves_credentials_that_push_and_pull_use(tmp_path: Path) ->
         with pytest.raises(RegistryError) as anonymous:
             await RegistryClient(credentials=credentials).pull(new_store(tmp_path / "w"), ref)
         assert anonymous.value.code == "UNAUTHORIZED"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 async def test_basic_auth_challenge(registry: Registry, tmp_path: Path) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import socket
@@ -23,15 +21,12 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pocketkube.engine.images import mediatypes as mt
 from pocketkube.engine.registry import storage as storage_module
 from pocketkube.engine.registry.server import RegistryConfig, start_registry
 from pocketkube.engine.registry.storage import RegistryStorage
+from selfsigned import self_signed
 
 USER, PASSWORD = "alice", "s3cret"
 
@@ -523,23 +518,6 @@ async def test_anonymous_pull_when_allowed(tmp_path: Path, http: aiohttp.ClientS
             assert r.status == 200
         async with http.post(f"{url}/v2/app/blobs/uploads/", headers=anonymous) as r:
             assert r.status == 403 and await error_code(r) == "DENIED"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 async def test_tls(tmp_path: Path, http: aiohttp.ClientSession) -> None:
