@@ -88,6 +88,27 @@ def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
         if not token:
             break
     assert pages == 3 and names == [f"page-{i:02d}" for i in range(25)]
+    selected = core.list_namespaced_config_map(namespace, limit=10, label_selector="paged")
+    assert selected.metadata._continue and selected.metadata.remaining_item_count is None  # a selector filters
+
+
+def test_list_pages_count_the_items_left(core: client.CoreV1Api, namespace: str) -> None:
+    """remainingItemCount: the items after the page at the list's revision, given only with a continue token."""
+    for i in range(7):
+        core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"r{i}")))
+    first = core.list_namespaced_config_map(namespace, limit=3)
+    rv = first.metadata.resource_version
+    # the whole list at that revision (the root CA publisher may add its ConfigMap at any time)
+    total = len(core.list_namespaced_config_map(namespace, resource_version=rv,
+                                                resource_version_match="Exact").items)
+    assert first.metadata._continue and first.metadata.remaining_item_count == total - 3
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="r9")))
+    second = core.list_namespaced_config_map(namespace, limit=3, _continue=first.metadata._continue)
+    assert second.metadata.resource_version == rv and second.metadata.remaining_item_count == total - 6
+    last = core.list_namespaced_config_map(namespace, limit=total, _continue=second.metadata._continue)
+    assert not last.metadata._continue and last.metadata.remaining_item_count is None
+    everything = core.list_namespaced_config_map(namespace, limit=100)
+    assert not everything.metadata._continue and everything.metadata.remaining_item_count is None
 
 
 def test_pagination_is_a_consistent_snapshot(core: client.CoreV1Api, namespace: str) -> None:

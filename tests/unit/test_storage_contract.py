@@ -166,6 +166,14 @@ async def test_get_and_list_at_an_old_revision(storage: Storage, prefix: str) ->
     assert first.items == [a] and first.more
     second = await storage.list(prefix, revision=snapshot, start_after=first.items[0].key, limit=1)
     assert second.items == [b] and not second.more
+    # count sees the same keys as list: at the snapshot "b" (deleted since) counts, "c" and "0" (created
+    # since) do not, and start_after skips the keys up to it.
+    assert await storage.count(prefix, revision=snapshot) == 2
+    assert await storage.count(prefix, revision=snapshot, start_after=prefix + "a") == 1
+    assert await storage.count(prefix, revision=a.mod_revision, start_after=prefix + "a") == 0
+    assert await storage.count(prefix, revision=c.mod_revision) == 2
+    assert await storage.count(prefix, start_after=prefix + "a") == 1
+    assert await storage.count(prefix) == 3
     now = await storage.list(prefix)
     assert [(kv.key, kv.value) for kv in now.items] == [
         (prefix + "0", b"zero"), (prefix + "a", b"a2"), (prefix + "c", b"c1"),
@@ -260,6 +268,8 @@ async def test_compaction(storage: Storage, prefix: str) -> None:
     assert err.value.requested == old and err.value.compacted == target
     with pytest.raises(CompactedError):
         await storage.list(prefix, revision=old)
+    with pytest.raises(CompactedError):
+        await storage.count(prefix, revision=old)
     # The compacted revision itself is still readable; watches may start right after it.
     assert await storage.get(prefix + "k", target) == history[3]
     assert (await storage.list(prefix, revision=target)).items == [history[3]]
@@ -285,6 +295,8 @@ async def test_future_revision(storage: Storage, prefix: str) -> None:
     assert err.value.requested == future and err.value.current >= kv.mod_revision
     with pytest.raises(FutureRevisionError):
         await storage.list(prefix, revision=future)
+    with pytest.raises(FutureRevisionError):
+        await storage.count(prefix, revision=future)
 
 
 async def test_current_revision_is_monotonic(storage: Storage, prefix: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonpatch
@@ -152,6 +153,24 @@ def _json_patch_operations(document: Any) -> list[Any]:
         raise errors.too_large(f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, "
                                f"got {len(document)}")
     return document
+
+
+@contextlib.contextmanager
+def _revision_errors() -> Iterator[None]:
+    """A storage read at a revision it no longer has (410) or does not have yet (504)."""
+    try:
+        yield
+    except CompactedError as err:
+        raise errors.gone(f"too old resource version: {err.requested} ({err.compacted})") from None
+    except FutureRevisionError as err:
+        raise errors.StatusError(504, "Timeout", f"Too large resource version: {err.requested}, "
+                                 f"current: {err.current}") from None
+
+
+def _selects_everything(request: web.Request) -> bool:
+    """SelectionPredicate.Empty: neither a label nor a field selector narrows a list (both already parsed)."""
+    return (LabelSelector.parse(request.query.get("labelSelector", "")).empty
+            and not FieldSelector.parse(request.query.get("fieldSelector", "")).requirements)
 
 
 def _partial_metadata(obj: Obj) -> Obj:
@@ -492,8 +511,9 @@ class ResourceHandler:
         return items, self.registry.cache.revision
 
     async def _list_from_storage(self, request: web.Request, target: req.Target, revision: int,
-                                 start_after: str, limit: int) -> tuple[list[Obj], int, str]:
-        """A page read from storage at a pinned revision (limit/continue and exact reads)."""
+                                 start_after: str, limit: int) -> tuple[list[Obj], int, str, int | None]:
+        """A page read from storage at a pinned revision (limit/continue and exact reads), with its continue
+        token and, when one is given and no selector filters items, the number of items after the page."""
         matches = self._filter(request, target.info)
         prefix = self.key_prefix(target)
         items: list[Obj] = []
@@ -502,13 +522,8 @@ class ResourceHandler:
         while True:
             want = limit - len(items) if limit else 0
             batch = max(want, 100) if want else 0
-            try:
+            with _revision_errors():
                 result = await self.registry.storage.list(prefix, revision, last_key, batch)
-            except CompactedError as err:
-                raise errors.gone(f"too old resource version: {err.requested} ({err.compacted})") from None
-            except FutureRevisionError as err:
-                raise errors.StatusError(504, "Timeout", f"Too large resource version: {err.requested}, "
-                                         f"current: {err.current}") from None
             revision = result.revision
             stopped_early = False
             for index, kv in enumerate(result.items):
@@ -524,7 +539,14 @@ class ResourceHandler:
                 break
             if not result.more:
                 break
-        return items, revision, _continue_token(revision, last_key) if more else ""
+        if not more:
+            return items, revision, "", None
+        remaining = None
+        if _selects_everything(request):
+            # upstream's remainingItemCount: what a list from the continue key would return, at this revision
+            with _revision_errors():
+                remaining = await self.registry.storage.count(prefix, revision, last_key)
+        return items, revision, _continue_token(revision, last_key), remaining
 
     async def list(self, request: web.Request, target: req.Target) -> web.Response:
         info = target.info
@@ -534,14 +556,15 @@ class ResourceHandler:
         token = request.query.get("continue", "")
         _validate_list_options(rv, rv_match, token, "sendInitialEvents" in request.query)
         limit = max(req.int_param(request, "limit") or 0, 0)  # upstream pages only for a positive limit
-        cont = ""
+        cont, remaining = "", None
         cached = False  # objects straight from the watch cache (their JSON is reusable)
         if token:
             if rv not in ("", "0"):
                 raise errors.bad_request("specifying resource version is not allowed when using continue")
             revision, start = _parse_continue(token)
             try:
-                items, revision, cont = await self._list_from_storage(request, target, revision, start, limit)
+                items, revision, cont, remaining = await self._list_from_storage(request, target, revision, start,
+                                                                                 limit)
             except errors.StatusError as err:
                 if err.code == 410:
                     raise errors.gone("The provided continue parameter is too old to display a consistent list "
@@ -551,18 +574,20 @@ class ResourceHandler:
                 raise
         elif rv_match == "Exact":
             revision = parse_resource_version(rv)
-            items, revision, cont = await self._list_from_storage(request, target, revision, "", limit)
+            items, revision, cont, remaining = await self._list_from_storage(request, target, revision, "", limit)
         elif limit and rv != "0":
             revision = 0
             if rv:
                 await self.registry._wait_not_older_than(rv)
-            items, revision, cont = await self._list_from_storage(request, target, revision, "", limit)
+            items, revision, cont, remaining = await self._list_from_storage(request, target, revision, "", limit)
         else:
             items, revision = await self._list_from_cache(request, target, rv)
             cached = True
         list_meta: Obj = {"resourceVersion": str(revision)}
         if cont:
             list_meta["continue"] = cont
+        if remaining is not None:
+            list_meta["remainingItemCount"] = remaining
         if cached and not accept.as_kind and not accept.pretty and info.stored_version == info.group_version:
             return self._encoded_list(info, list_meta, items)
         served = [from_storage(info, o) for o in items]

@@ -231,19 +231,19 @@ class EtcdStorage(Storage):
         resp = await self._rpc("Range", rpc.RangeRequest(key=key.encode(), revision=revision), revision)
         return _kv(resp.kvs[0]) if resp.kvs else None
 
-    async def list(self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
+    @staticmethod
+    def _range(prefix: str, start_after: str, revision: int, **options: Any) -> Any:
+        """A Range over the keys under `prefix` that sort after `start_after`."""
         prefix_b = prefix.encode()
         low = max(prefix_b, start_after.encode() + b"\x00") if start_after else prefix_b
-        resp = await self._rpc("Range", rpc.RangeRequest(
-            key=low or b"\x00", range_end=_prefix_end(prefix_b), revision=revision, limit=limit,
-        ), revision)
+        return rpc.RangeRequest(key=low or b"\x00", range_end=_prefix_end(prefix_b), revision=revision, **options)
+
+    async def list(self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
+        resp = await self._rpc("Range", self._range(prefix, start_after, revision, limit=limit), revision)
         return ListResult([_kv(kv) for kv in resp.kvs], revision or resp.header.revision, bool(resp.more))
 
-    async def count(self, prefix: str) -> int:
-        prefix_b = prefix.encode()
-        resp = await self._rpc("Range", rpc.RangeRequest(
-            key=prefix_b or b"\x00", range_end=_prefix_end(prefix_b), count_only=True,
-        ))
+    async def count(self, prefix: str, revision: int = 0, start_after: str = "") -> int:
+        resp = await self._rpc("Range", self._range(prefix, start_after, revision, count_only=True), revision)
         return int(resp.count)
 
     async def current_revision(self) -> int:

@@ -122,8 +122,9 @@ class Storage(abc.ABC):
         at most `limit` (0 = all). CompactedError/FutureRevisionError."""
 
     @abc.abstractmethod
-    async def count(self, prefix: str) -> int:
-        """How many keys live under `prefix` now."""
+    async def count(self, prefix: str, revision: int = 0, start_after: str = "") -> int:
+        """How many keys `list` would return without a limit, without reading them: the keys under
+        `prefix` at `revision` (0 = latest) after `start_after`. CompactedError/FutureRevisionError."""
 
     @abc.abstractmethod
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:

@@ -511,18 +511,24 @@ class SQLiteStorage(Storage):
         ).fetchone()
         return None if row is None else KeyValue(key, row[2], row[0], row[1])
 
+    @classmethod
+    def _range_at(cls, current: int, compacted: int, prefix: str, revision: int,
+                  start_after: str) -> tuple[int, str, tuple[bytes, ...]]:
+        """The revision a range read sees, and the SQL condition for its keys: under prefix, after start_after."""
+        if revision:
+            cls._check_revision(revision, current, compacted)
+        prefix_b = prefix.encode()
+        low = max(prefix_b, start_after.encode() + b"\x00") if start_after else prefix_b
+        where, params = _key_range(low, prefix_b)
+        return revision or current, where, params
+
     async def list(self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
         result: ListResult = await self._read(self._list, prefix, revision, start_after, limit)
         return result
 
     def _list(self, conn: sqlite3.Connection, current: int, compacted: int, prefix: str, revision: int,
               start_after: str, limit: int) -> ListResult:
-        if revision:
-            self._check_revision(revision, current, compacted)
-        at = revision or current
-        prefix_b = prefix.encode()
-        low = max(prefix_b, start_after.encode() + b"\x00") if start_after else prefix_b
-        where, params = _key_range(low, prefix_b)
+        at, where, params = self._range_at(current, compacted, prefix, revision, start_after)
         rows = conn.execute(
             f"SELECT key, create_revision, mod_revision, value FROM current WHERE {where} ORDER BY key",
             params,
@@ -548,15 +554,23 @@ class SQLiteStorage(Storage):
             items.append(kv)
         return ListResult(items, at)
 
-    async def count(self, prefix: str) -> int:
-        result: int = await self._read(self._count, prefix)
+    async def count(self, prefix: str, revision: int = 0, start_after: str = "") -> int:
+        result: int = await self._read(self._count, prefix, revision, start_after)
         return result
 
-    @staticmethod
-    def _count(conn: sqlite3.Connection, current: int, compacted: int, prefix: str) -> int:
-        prefix_b = prefix.encode()
-        where, params = _key_range(prefix_b, prefix_b)
+    def _count(self, conn: sqlite3.Connection, current: int, compacted: int, prefix: str, revision: int,
+               start_after: str) -> int:
+        at, where, params = self._range_at(current, compacted, prefix, revision, start_after)
         (n,) = conn.execute(f"SELECT COUNT(*) FROM current WHERE {where}", params).fetchone()
+        if at < current:
+            # Keys changed after `at`: whether each existed then (its first later change was a delete or a
+            # replacement) replaces whether it exists now.
+            for kind, prev_mod, _, exists_now in conn.execute(
+                "SELECT type, prev_mod_revision, MIN(revision), key IN (SELECT key FROM current)"
+                f" FROM log WHERE revision > ? AND {where} GROUP BY key",
+                (at, *params),
+            ):
+                n += (kind == _DELETE or prev_mod != 0) - exists_now
         return int(n)
 
     @staticmethod
