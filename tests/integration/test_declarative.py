@@ -430,6 +430,28 @@ def test_custom_resource_with_kubectl(greetings: Cluster, ns: str, tmp_path: Pat
         watcher.wait(timeout=10)
 
 
+def test_server_side_apply_refuses_undeclared_fields(greetings: Cluster, ns: str) -> None:
+    """Upstream's typed conversion of the configuration fails before any fieldValidation applies: a reason-less
+    500, for built-in kinds and custom resources alike; preserved unknown fields stay allowed."""
+    cluster = greetings
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typo", "namespace": ns},
+                 "data": {"a": "1"}, "dta": {"b": "2"}}
+    custom = json.loads(greeting("typo", ns, "hi"))
+    custom["spec"]["volume"] = 11
+    for doc, gvk in ((configmap, "/v1, Kind=ConfigMap"), (custom, f"{GROUP}/v1, Kind=Greeting")):
+        for validate in ("--validate=false", "--validate=strict"):
+            refused = kubectl(cluster, "apply", "--server-side", validate, "-f", "-", input=json.dumps(doc),
+                              check=False)
+            assert refused.returncode != 0 and refused.stderr.startswith("Error from server: ")
+            path = ".dta" if doc is configmap else ".spec.volume"
+            assert (f"failed to create typed patch object ({ns}/typo; {gvk}): {path}: field not declared in schema"
+                    in refused.stderr)
+    assert "typo" not in kubectl(cluster, "get", "cm,greetings", "-n", ns, "-o", "name").stdout  # nothing written
+    custom["spec"].pop("volume")
+    custom["status"] = {"anything": {"goes": True}}  # status preserves unknown fields
+    kubectl(cluster, "apply", "--server-side", "-f", "-", input=json.dumps(custom))
+
+
 def test_kopf_operator_reacts_and_releases_its_finalizer(greetings: Cluster, ns: str, tmp_path: Path) -> None:
     cluster = greetings
     operator = tmp_path / "greeter.py"  # not operator.py: that name shadows the standard library

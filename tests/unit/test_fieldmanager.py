@@ -380,6 +380,66 @@ def test_apply_checks_type_and_managed_fields() -> None:
         fm.apply(None, with_mf, "kubectl", T0)
 
 
+def test_apply_refuses_fields_the_schema_does_not_declare() -> None:
+    """typed validation of the configuration: a reason-less 500 naming the first undeclared field of each object,
+    by its structured-merge-diff path (list items by key, atomic lists by index)."""
+    fm = deployments()
+    config = applied_deployment()
+    config["metadata"]["namespace"] = "prod"
+    config["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
+    with pytest.raises(StatusError) as err:
+        fm.apply(None, config, "kubectl", T0)
+    assert (err.value.code, err.value.reason) == (500, "")
+    assert err.value.message == (
+        'failed to create typed patch object (prod/web; apps/v1, Kind=Deployment): '
+        '.spec.template.spec.containers[name="nginx"].bogus: field not declared in schema')
+    config["metadata"]["extra"] = {"x": 1}
+    config["spec"]["other"] = True
+    config["spec"]["later"] = 1  # not reported: the walk of spec stops at its first undeclared field
+    with pytest.raises(StatusError) as err:
+        fm.check_applied(config)
+    assert err.value.message.endswith("(prod/web; apps/v1, Kind=Deployment): errors:\n"
+                                      "  .metadata.extra: field not declared in schema\n"
+                                      '  .spec.template.spec.containers[name="nginx"].bogus: field not declared in '
+                                      "schema\n"
+                                      "  .spec.other: field not declared in schema")
+    policy = FieldManager("io.k8s.api.networking.v1.NetworkPolicy", "networking.k8s.io/v1", "NetworkPolicy")
+    with pytest.raises(StatusError, match=r"\(/np; networking.k8s.io/v1, Kind=NetworkPolicy\): "
+                                          r"\.spec\.ingress\[0\]\._from: field not declared"):
+        policy.check_applied({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                              "metadata": {"name": "np"}, "spec": {"ingress": [{"_from": []}]}})
+    # maps, untyped parts (RawExtension, IntOrString) and null values of declared fields are fine
+    fm.check_applied(applied_deployment(strategy={"rollingUpdate": {"maxSurge": "25%"}}))
+
+
+def test_apply_to_custom_resources_allows_only_preserved_unknown_fields() -> None:
+    schema = {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                   "properties": {"phase": {"type": "string"}}},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "template": {"type": "object", "x-kubernetes-embedded-resource": True,
+                     "properties": {"spec": {"type": "object"}}}}}
+    fm = FieldManager("", "example.com/v1", "Gizmo", has_status=True, schema=schema)
+
+    def gizmo(**fields: Any) -> Obj:
+        return {"apiVersion": "example.com/v1", "kind": "Gizmo", "metadata": {"name": "g", "namespace": "d"},
+                **fields}
+    fm.check_applied(gizmo(spec={"size": 1}, status={"phase": "x", "more": {"a": 1}}, free={"any": [1]},
+                           template={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}))
+    with pytest.raises(StatusError, match=r"\.template\.metadata\.nickname: field not declared"):
+        fm.check_applied(gizmo(template={"metadata": {"nickname": "p"}}))
+    with pytest.raises(StatusError) as err:
+        fm.check_applied(gizmo(spec={"size": 1, "colour": "red"}))
+    assert err.value.message == ("failed to create typed patch object (d/g; example.com/v1, Kind=Gizmo): "
+                                 ".spec.colour: field not declared in schema")
+    with pytest.raises(StatusError, match=r"\.extra: field not declared"):
+        fm.check_applied(gizmo(extra=1))
+    open_root = FieldManager("", "example.com/v1", "Gizmo", schema={**schema,
+                                                                   "x-kubernetes-preserve-unknown-fields": True})
+    open_root.check_applied(gizmo(extra=1))
+
+
 def test_reapply_without_a_field_removes_it() -> None:
     fm = deployments()
     live = stored(fm.apply(None, applied_deployment(), "kubectl", T0))
@@ -524,7 +584,7 @@ def test_status_apply_only_owns_status() -> None:
                           "status": {"replicas": 3}}, "ctrl", T1, subresource="status")
     e = entry(out, "ctrl")
     assert (e["operation"], e["subresource"], e["fieldsV1"]) == ("Apply", "status", {"f:status": {"f:replicas": {}}})
-    main = fm.apply(stored(out), applied_deployment(status={"replicas": 7}), "kubectl", T2)
+    main = fm.apply(stored(out), {**applied_deployment(), "status": {"replicas": 7}}, "kubectl", T2)
     assert "f:status" not in entry(main, "kubectl")["fieldsV1"]
 
 

@@ -33,6 +33,7 @@ from pocketkube.api.errors import Cause, StatusError, bad_request, internal, inv
 from pocketkube.apiserver import protobuf, schemas
 from pocketkube.apiserver.fieldpath import (
     FIELD,
+    INDEX,
     KEY,
     VALUE,
     FieldSet,
@@ -61,6 +62,7 @@ _ATOMIC_LIST, _SET_LIST, _MAP_LIST = range(3)
 
 _SCALAR_DEFS = {schemas.INT_OR_STRING, schemas.QUANTITY, schemas.TIME, schemas.MICRO_TIME}
 _RAW_EXTENSION = "io.k8s.apimachinery.pkg.runtime.RawExtension"
+_OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 # Key fields with an OpenAPI default (``+default=``): an item that omits them is keyed with the default.
 _KEY_DEFAULTS = {
     ("io.k8s.api.core.v1.ContainerPort", "protocol"): "TCP",
@@ -129,6 +131,11 @@ def _fill(t: _Type, node: dict[str, Any]) -> None:
         if props:
             t.kind = _STRUCT
             t.fields = {k: _compile(v) for k, v in props.items()}
+            if node.get("x-kubernetes-embedded-resource") is True:  # the CRD builder declares these for it
+                t.fields = {"apiVersion": _SCALAR_T, "kind": _SCALAR_T, "metadata": _named(_OBJECT_META),
+                            **t.fields}
+            if node.get("x-kubernetes-preserve-unknown-fields") is True:
+                t.elem = _DEDUCED_T  # undeclared fields are allowed, and untyped
         elif isinstance(additional, dict):
             t.kind = _MAP
             t.elem = _compile(additional)
@@ -165,8 +172,29 @@ def custom_root_type(schema: dict[str, Any]) -> _Type:
     compiled = _compile(schema)
     t = _Type(_STRUCT)
     t.fields = {**compiled.fields, "apiVersion": _SCALAR_T, "kind": _SCALAR_T,
-                "metadata": _named("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")}
+                "metadata": _named(_OBJECT_META)}
+    if schema.get("x-kubernetes-preserve-unknown-fields") is True:
+        t.elem = _DEDUCED_T
     return t
+
+
+# --- validation of an apply configuration (typed/validate.go) -----------------------------------------
+
+def _undeclared(t: _Type, value: Any, path: Path, out: list[Path]) -> None:
+    """Collect the paths of fields the schema does not declare; like upstream, stop at an object's first."""
+    if isinstance(value, list) and t.kind == _LIST:
+        elem = t.elem or _DEDUCED_T
+        for index, item in enumerate(value):
+            pe = (INDEX, index) if t.rel == _ATOMIC_LIST else _item_pe(t, item)
+            if pe is not None:  # an item without its keys is refused elsewhere
+                _undeclared(elem, item, path + (pe,), out)
+    elif isinstance(value, dict) and t.kind in (_STRUCT, _MAP):
+        for key, child in value.items():
+            child_type = t.fields.get(key) or t.elem
+            if child_type is None:
+                out.append(path + ((FIELD, key),))
+                return
+            _undeclared(child_type, child, path + ((FIELD, key),), out)
 
 
 # Go zero values, from the protobuf field table (pointer / omitempty / omitzero flags per field).
@@ -864,12 +892,7 @@ class FieldManager:
         for conflicts. The caller defaults, validates and stores the result as for any update. Inputs are
         not modified, but the result shares untouched subtrees with them.
         """
-        gvk = (applied.get("apiVersion"), applied.get("kind"))
-        if gvk != (self.api_version, self.kind):
-            raise bad_request(f"invalid object type: {_gvk_string(*gvk)}")
-        meta = applied.get("metadata")
-        if isinstance(meta, dict) and meta.get("managedFields") is not None:
-            raise bad_request("metadata.managedFields must be nil")
+        self.check_applied(applied)
         live = live or {}
         live_meta = live.get("metadata") if isinstance(live.get("metadata"), dict) else {}
         try:
@@ -906,6 +929,25 @@ class FieldManager:
             _sync_last_applied(result, live_plain, applied)
         self._encode(result, managed, times)
         return result
+
+    def check_applied(self, applied: Obj) -> None:
+        """What upstream refuses in an apply configuration before merging it: another kind (400), managedFields
+        (400), fields its schema does not declare (a reason-less 500, whatever the fieldValidation)."""
+        gvk = (applied.get("apiVersion"), applied.get("kind"))
+        if gvk != (self.api_version, self.kind):
+            raise bad_request(f"invalid object type: {_gvk_string(*gvk)}")
+        meta = applied.get("metadata")
+        if isinstance(meta, dict) and meta.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
+        undeclared: list[Path] = []
+        _undeclared(self.type, applied, (), undeclared)
+        if undeclared:
+            errs = [f"{path_string(path)}: field not declared in schema" for path in undeclared]
+            text = errs[0] if len(errs) == 1 else "\n  ".join(["errors:", *errs])
+            meta = meta if isinstance(meta, dict) else {}
+            namespace, name = (v if isinstance(v, str) else "" for v in (meta.get("namespace"), meta.get("name")))
+            raise StatusError(500, "", f"failed to create typed patch object ({namespace}/{name}; "
+                                       f"{_gvk_string(*gvk)}): {text}")
 
     # --- internals ----------------------------------------------------------------------------------------
 

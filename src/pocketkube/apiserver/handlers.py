@@ -380,6 +380,7 @@ class ResourceHandler:
         config = req.parse_document(body, req.APPLY_PATCH)
         if not isinstance(config, dict):
             raise errors.bad_request("the applied configuration must be an object")
+        manager.check_applied(config)  # first, as upstream: its errors precede any decoding
         # Unknown fields are reported on a copy: a null in an apply configuration means "remove this".
         _, warnings = self.decode(info, copy.deepcopy(config), req.field_validation(request))
         opts = self._write_options(request)
