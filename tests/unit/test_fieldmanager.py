@@ -381,15 +381,16 @@ def test_apply_checks_type_and_managed_fields() -> None:
 
 
 def test_apply_refuses_fields_the_schema_does_not_declare() -> None:
-    """typed validation of the configuration: a reason-less 500 naming the first undeclared field of each object,
-    by its structured-merge-diff path (list items by key, atomic lists by index)."""
+    """typed validation of the configuration: a 400 BadRequest (upstream: a reason-less 500) naming the first
+    undeclared field of each object, by its structured-merge-diff path (list items by key, atomic lists by
+    index)."""
     fm = deployments()
     config = applied_deployment()
     config["metadata"]["namespace"] = "prod"
     config["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
     with pytest.raises(StatusError) as err:
         fm.apply(None, config, "kubectl", T0)
-    assert (err.value.code, err.value.reason) == (500, "")
+    assert (err.value.code, err.value.reason) == (400, "BadRequest")
     assert err.value.message == (
         'failed to create typed patch object (prod/web; apps/v1, Kind=Deployment): '
         '.spec.template.spec.containers[name="nginx"].bogus: field not declared in schema')

@@ -932,7 +932,9 @@ class FieldManager:
 
     def check_applied(self, applied: Obj) -> None:
         """What upstream refuses in an apply configuration before merging it: another kind (400), managedFields
-        (400), fields its schema does not declare (a reason-less 500, whatever the fieldValidation)."""
+        (400), fields its schema does not declare, whatever the fieldValidation. Upstream answers the last with a
+        reason-less 500 from its typed conversion; here, as for the strategic merge patch library's errors, it
+        is the same message as a 400 BadRequest: the fault is the request's, not the server's."""
         gvk = (applied.get("apiVersion"), applied.get("kind"))
         if gvk != (self.api_version, self.kind):
             raise bad_request(f"invalid object type: {_gvk_string(*gvk)}")
@@ -946,8 +948,8 @@ class FieldManager:
             text = errs[0] if len(errs) == 1 else "\n  ".join(["errors:", *errs])
             meta = meta if isinstance(meta, dict) else {}
             namespace, name = (v if isinstance(v, str) else "" for v in (meta.get("namespace"), meta.get("name")))
-            raise StatusError(500, "", f"failed to create typed patch object ({namespace}/{name}; "
-                                       f"{_gvk_string(*gvk)}): {text}")
+            raise bad_request(f"failed to create typed patch object ({namespace}/{name}; {_gvk_string(*gvk)}): "
+                              f"{text}")
 
     # --- internals ----------------------------------------------------------------------------------------
 
