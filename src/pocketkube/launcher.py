@@ -15,12 +15,13 @@ import ctypes
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pocketkube.apiserver.pki import PKI, kubeconfig_path, write_kubeconfig
 from pocketkube.apiserver.server import APIServer, ServerConfig
 from pocketkube.client.rest import Client, ClientConfig
+from pocketkube.controllers.base import ClusterSigning
 from pocketkube.controllers.manager import ControllerManager
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,22 @@ class ControllerManagerOptions:
     """The controller manager the server starts (`pocketkube controller-manager` flags)."""
 
     local_storage_path: Path  # where the local-path provisioner puts volumes' directories
+    # The CA that signs approved CertificateSigningRequests; the server passes its own, as k3s does.
+    signing_cert_file: Path | None = None
+    signing_key_file: Path | None = None
 
     def args(self) -> list[str]:
-        return ["--default-local-storage-path", str(self.local_storage_path)]
+        args = ["--default-local-storage-path", str(self.local_storage_path)]
+        if self.signing_cert_file is not None and self.signing_key_file is not None:
+            args += ["--cluster-signing-cert-file", str(self.signing_cert_file),
+                     "--cluster-signing-key-file", str(self.signing_key_file)]
+        return args
+
+    @property
+    def signing(self) -> ClusterSigning | None:
+        if self.signing_cert_file is None or self.signing_key_file is None:
+            return None
+        return ClusterSigning(self.signing_cert_file, self.signing_key_file)
 
 
 @dataclass
@@ -138,6 +152,9 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *,
         await server.start()
         log.info("pocketkube API server ready at %s (kubeconfig %s, datastore %s)", server.url,
                  kubeconfig_path(config.data_dir), config.endpoint.split("://")[0])
+        if controller_manager is not None:
+            controller_manager = replace(controller_manager, signing_cert_file=server.pki.ca_cert,
+                                         signing_key_file=server.pki.ca_key)
         # each component with its extra flags, None for one not wanted
         wanted = [("controller-manager", "kube-controller-manager",
                    controller_manager.args() if controller_manager is not None else None),
@@ -167,4 +184,5 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *,
 async def run_controller_manager(client_config: ClientConfig, options: ControllerManagerOptions,
                                  stop: asyncio.Event) -> None:
     async with Client(client_config, user_agent="pocketkube-controller-manager") as client:
-        await ControllerManager(client, local_storage_path=options.local_storage_path).run(stop)
+        await ControllerManager(client, local_storage_path=options.local_storage_path,
+                                signing=options.signing).run(stop)

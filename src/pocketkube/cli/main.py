@@ -132,6 +132,11 @@ def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
                    help="credentials and address of the API server (%(default)s)")
     p.add_argument("--default-local-storage-path", type=Path, default=DEFAULT_DATA_DIR / "storage", metavar="PATH",
                    help="where the local-path provisioner puts volumes (%(default)s)")
+    p.add_argument("--cluster-signing-cert-file", type=Path, default=None, metavar="FILE",
+                   help="CA certificate (PEM) that signs approved CertificateSigningRequests of the built-in "
+                        "signers; without it and --cluster-signing-key-file nothing signs them")
+    p.add_argument("--cluster-signing-key-file", type=Path, default=None, metavar="FILE",
+                   help="the private key (PEM) of --cluster-signing-cert-file")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -255,11 +260,15 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     return 0
 
 
-def _controller_manager_options(storage_path: Path) -> ControllerManagerOptions:
+def _controller_manager_options(storage_path: Path, signing_cert_file: Path | None = None,
+                                signing_key_file: Path | None = None) -> ControllerManagerOptions:
     from pocketkube.api import localpath
     from pocketkube.launcher import ControllerManagerOptions
 
-    return ControllerManagerOptions(local_storage_path=localpath.storage_root(storage_path))
+    if (signing_cert_file is None) != (signing_key_file is None):
+        raise ValueError("--cluster-signing-cert-file and --cluster-signing-key-file go together")
+    return ControllerManagerOptions(local_storage_path=localpath.storage_root(storage_path),
+                                    signing_cert_file=signing_cert_file, signing_key_file=signing_key_file)
 
 
 def _run_controller_manager(args: argparse.Namespace) -> int:
@@ -268,7 +277,8 @@ def _run_controller_manager(args: argparse.Namespace) -> int:
 
     try:
         config = ClientConfig.from_kubeconfig(args.kubeconfig)
-        options = _controller_manager_options(args.default_local_storage_path)
+        options = _controller_manager_options(args.default_local_storage_path, args.cluster_signing_cert_file,
+                                              args.cluster_signing_key_file)
     except (OSError, ValueError) as err:
         _logger().error("%s", err)
         return 2

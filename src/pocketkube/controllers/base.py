@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,16 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ClusterSigning:
+    """The CA the CSR signing controller signs with (`--cluster-signing-cert-file/--cluster-signing-key-file`)
+    and the longest certificate it issues (upstream's --cluster-signing-duration, one year by default)."""
+
+    cert_file: Path
+    key_file: Path
+    duration: dt.timedelta = dt.timedelta(days=365)
+
+
 @dataclass
 class ControllerContext:
     """What a controller may use: the API (client), shared informers, an event recorder, the kinds, and the
@@ -31,6 +42,7 @@ class ControllerContext:
     # Where the local-path provisioner makes volume directories (`--default-local-storage-path`); only the
     # PersistentVolume controller needs it.
     local_storage_path: Path | None = None
+    signing: ClusterSigning | None = None  # only the CSR signing controller needs it
 
     def resource(self, group: str, version: str, plural: str) -> ResourceInfo:
         info = self.catalog.resource(group, version, plural)
@@ -54,6 +66,11 @@ class Controller:
         self.queue = WorkQueue()
         self._event_tasks: set[asyncio.Task[None]] = set()
         self.setup()
+
+    @classmethod
+    def wanted(cls, ctx: ControllerContext) -> bool:
+        """Whether the controller manager runs this controller with these settings."""
+        return True
 
     def setup(self) -> None:
         """Register informer handlers (called once, before informers start)."""

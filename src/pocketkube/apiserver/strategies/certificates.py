@@ -2,7 +2,8 @@
 
 The requesting user is recorded from the authenticated identity on create; the spec never changes after;
 Approved/Denied conditions change only through /approval and the certificate only through /status.
-Nothing signs approved requests yet (a later issue): status.certificate is only ever written by a client.
+The controller manager's csrsigning controller signs approved requests of the built-in signers
+(controllers/csrsigning.py); other signers' certificates are written by their own clients.
 """
 
 from __future__ import annotations
