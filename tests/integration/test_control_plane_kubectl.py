@@ -1,5 +1,5 @@
 """What kube-controller-manager and kube-apiserver keep for the cluster, seen through the real kubectl: CSRs
-signed with the cluster CA."""
+signed with the cluster CA and the local APIServices of built-in and CRD group/versions."""
 
 from __future__ import annotations
 
@@ -106,3 +106,77 @@ def test_a_csr_breaking_its_signers_rules_fails_and_denied_or_foreign_ones_are_l
                            "--no-headers").stdout.splitlines()
     assert [r.split()[-1] for r in rows] == ["Approved,Failed", "Denied", "Pending", "Approved"]
     cluster.kubectl("delete", "csr", f"server-{tag}", f"denied-{tag}", f"pending-{tag}", f"foreign-{tag}")
+
+
+def get_json(cluster: Cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def wait_for(check: object, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def apiservice_rows(cluster: Cluster) -> dict[str, list[str]]:
+    rows = cluster.kubectl("get", "apiservices", "--no-headers").stdout.splitlines()
+    return {row.split()[0]: row.split()[1:] for row in rows}
+
+
+def test_every_built_in_group_version_has_a_local_apiservice(cluster: Cluster) -> None:
+    rows = apiservice_rows(cluster)
+    for name in ("v1.", "v1.apps", "v1.batch", "v1.autoscaling", "v2.autoscaling", "v1.certificates.k8s.io",
+                 "v1.apiextensions.k8s.io", "v1.resource.k8s.io", "v1.flowcontrol.apiserver.k8s.io"):
+        assert rows[name][:2] == ["Local", "True"], (name, rows.get(name))
+    assert "v1.apiregistration.k8s.io" not in rows  # the aggregator's own group has none
+    apps = get_json(cluster, "apiservice", "v1.apps")
+    assert apps["metadata"]["labels"] == {"kube-aggregator.kubernetes.io/automanaged": "onstart"}
+    assert apps["spec"] == {"group": "apps", "version": "v1", "groupPriorityMinimum": 17800, "versionPriority": 15}
+    condition = apps["status"]["conditions"][0]
+    assert (condition["type"], condition["status"], condition["reason"], condition["message"]) == (
+        "Available", "True", "Local", "Local APIServices are always available")
+    core = get_json(cluster, "apiservice", "v1.")["spec"]
+    assert (core["group"], core["version"], core["groupPriorityMinimum"], core["versionPriority"]) == (
+        "", "v1", 18000, 1)
+
+
+def test_crd_group_versions_get_apiservices_that_go_with_them(cluster: Cluster) -> None:
+    group = f"g{uuid.uuid4().hex[:6]}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"widgets.{group}"},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": version, "served": served, "storage": version == "v1",
+                                  "schema": {"openAPIV3Schema": {"type": "object"}}}
+                                 for version, served in (("v1", True), ("v2alpha1", False))]}}
+    cluster.create(json.dumps(crd))
+    wait_for(lambda: apiservice_rows(cluster).get(f"v1.{group}", [])[:2] == ["Local", "True"],
+             f"no APIService v1.{group}")
+    apiservice = get_json(cluster, "apiservice", f"v1.{group}")
+    assert apiservice["metadata"]["labels"] == {"kube-aggregator.kubernetes.io/automanaged": "true"}
+    assert apiservice["spec"] == {"group": group, "version": "v1", "groupPriorityMinimum": 1000,
+                                  "versionPriority": 100}
+    assert f"v2alpha1.{group}" not in apiservice_rows(cluster)  # not served
+
+    crd["spec"]["versions"][1]["served"] = True
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    wait_for(lambda: f"v2alpha1.{group}" in apiservice_rows(cluster), f"no APIService v2alpha1.{group}")
+
+    cluster.kubectl("delete", "crd", f"widgets.{group}")
+    wait_for(lambda: not any(name.endswith(group) for name in apiservice_rows(cluster)),
+             f"the APIServices of {group} stayed")
+
+
+def test_a_user_apiservice_with_a_service_is_stored_as_given(cluster: Cluster, namespace: str) -> None:
+    group = f"g{uuid.uuid4().hex[:6]}.example.com"
+    cluster.create(json.dumps({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": f"v1beta1.{group}"},
+        "spec": {"group": group, "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 10,
+                 "insecureSkipTLSVerify": True, "service": {"namespace": namespace, "name": "api"}}}))
+    stored = get_json(cluster, "apiservice", f"v1beta1.{group}")
+    assert "labels" not in stored["metadata"]
+    assert stored["spec"]["service"] == {"namespace": namespace, "name": "api", "port": 443}
+    assert apiservice_rows(cluster)[f"v1beta1.{group}"][0] == f"{namespace}/api"
+    cluster.kubectl("delete", "apiservice", f"v1beta1.{group}")
+

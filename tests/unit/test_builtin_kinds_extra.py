@@ -22,7 +22,7 @@ from pocketkube.api.kinds import (
     ResourceCatalog,
     ResourceInfo,
 )
-from pocketkube.apiserver import discovery, openapi
+from pocketkube.apiserver import apiservices, discovery, openapi
 from pocketkube.apiserver.authn import UserInfo
 from pocketkube.apiserver.printers import column_definitions, to_table
 from pocketkube.apiserver.strategies import StrategySet, build_strategies
@@ -268,6 +268,22 @@ def test_api_service(strategies: StrategySet) -> None:
         '"v1beta1.metrics.k8s.io"',
         "spec.groupPriorityMinimum: Invalid value: 0: must be positive and less than 20000",
         'spec.caBundle: Invalid value: "3 bytes": local APIServices may not have a caBundle']
+
+
+def test_local_apiservices_of_built_in_and_crd_group_versions() -> None:
+    builtin = apiservices.builtin_apiservices()
+    served = {(i.group, i.version) for i in BUILTIN_RESOURCES} - {("apiregistration.k8s.io", "v1")}
+    assert {(o["spec"]["group"], o["spec"]["version"]) for o in builtin.values()} == served
+    # Upstream's priorities put the groups in the order discovery lists them.
+    by_priority = sorted({(-o["spec"]["groupPriorityMinimum"], o["spec"]["group"]) for o in builtin.values()})
+    assert [g for _, g in by_priority][:4] == ["", "apps", "events.k8s.io", "authentication.k8s.io"]
+    crd = {"spec": {"group": "stable.example.com", "versions": [{"name": "v1", "served": True},
+                                                                 {"name": "v2", "served": False}]}}
+    assert apiservices.crd_apiservices([crd]) == {"v1.stable.example.com": {
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": "v1.stable.example.com", "labels": {apiservices.AUTOMANAGED: "true"}},
+        "spec": {"group": "stable.example.com", "version": "v1", "groupPriorityMinimum": 1000,
+                 "versionPriority": 100}}}
 
 
 # --- CertificateSigningRequest -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pocketkube.api.gcpolicy import tune_for_large_heaps
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.apiserver import discovery, openapi
 from pocketkube.apiserver.admission import ClusterState, build_chain
+from pocketkube.apiserver.apiservices import APIServiceRegistration
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
 from pocketkube.apiserver.crd.controller import CRDController
@@ -142,8 +143,10 @@ class APIServer:
                                        self.authenticator)
         self.kubelet_proxy = KubeletProxy(self.catalog, self.registry, kubelet_client_ssl_context(
             pki.kubelet_client_cert, pki.kubelet_client_key, pki.ca_cert, verify=config.verify_kubelet_tls))
-        # Established CRDs are served again before /readyz turns 200; the controller then keeps them current.
-        self._tasks.append(await CRDController(self.catalog, self.registry).start())
+        # Established CRDs are served again before /readyz turns 200; the controller then keeps them current,
+        # and their APIServices follow them.
+        apiservices = APIServiceRegistration(self.catalog, self.registry)
+        self._tasks.append(await CRDController(self.catalog, self.registry, apiservices.crds_changed).start())
 
         app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
                               client_max_size=4 * 1024 * 1024)
@@ -157,6 +160,7 @@ class APIServer:
 
         await bootstrap_cluster(self.registry, self.catalog, service_cidr=config.service_cidr,
                                 advertise_address=config.client_host, port=config.https_port)
+        self._tasks.append(await apiservices.start())
         for path in (kubeconfig_path(config.data_dir), config.write_kubeconfig):
             if path is not None:
                 await asyncio.to_thread(write_kubeconfig, path, server_url=self.url, pki=pki)

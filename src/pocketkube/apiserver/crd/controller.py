@@ -11,6 +11,8 @@ registry like any client would and watching CRDs through the watch cache:
   deleted, then the finalizer is removed and the CRD (and its resources) go away.
 
     task = await CRDController(catalog, registry).start()   # serves established CRDs at once, then runs
+
+`on_change` is called after each CRD was looked at (the APIService registration follows CRDs with it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pocketkube.api import errors
@@ -46,11 +49,13 @@ def _servable(crd: Obj) -> bool:
 
 
 class CRDController:
-    def __init__(self, catalog: ResourceCatalog, registry: Registry) -> None:
+    def __init__(self, catalog: ResourceCatalog, registry: Registry,
+                 on_change: Callable[[], None] | None = None) -> None:
         info = catalog.resource(resources.GROUP, "v1", resources.PLURAL)
         assert info is not None, "the catalogue has no customresourcedefinitions resource"
         self.catalog = catalog
         self.registry = registry
+        self.on_change = on_change
         self.info = info
         self._served: dict[str, list[ResourceInfo]] = {}
         self._retry: dict[str, float] = {}
@@ -124,6 +129,8 @@ class CRDController:
         except Exception:
             log.exception("reconciling CRD %s failed", name)
             self._requeue(name)
+        if self.on_change is not None:
+            self.on_change()
 
     def _requeue(self, name: str) -> None:
         self._retry[name] = asyncio.get_running_loop().time() + _RETRY_SECONDS

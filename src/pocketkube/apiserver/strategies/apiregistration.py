@@ -1,7 +1,8 @@
 """apiregistration.k8s.io/v1 APIService.
 
-Stored and validated only: the server does not aggregate (proxy to) the API servers these objects
-register, nor report their availability (a later issue).
+Stored and validated: the server does not aggregate (proxy to) the API servers these objects register, nor
+report the availability of those with a service (a later issue). The local ones of built-in and CRD
+group/versions are kept by apiserver/apiservices.py.
 """
 
 from __future__ import annotations
