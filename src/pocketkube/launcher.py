@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pocketkube.apiserver.componentstatus import HEALTHY, Health
 from pocketkube.apiserver.pki import PKI, kubeconfig_path, write_kubeconfig
 from pocketkube.apiserver.server import APIServer, ServerConfig
 from pocketkube.client.rest import Client, ClientConfig
@@ -65,6 +66,14 @@ class ComponentProcess:
             await asyncio.sleep(delay)
             # A component that ran a while before dying starts again quickly; crash loops back off.
             delay = 1.0 if loop.time() - started > 60 else min(delay * 2, RESTART_DELAY_MAX)
+
+    async def health(self) -> Health:
+        """What `kubectl get cs` shows of the component: healthy while its process runs."""
+        if self.process is None:
+            return Health("False", error=f"{self.command} has not started yet")
+        if self.process.returncode is not None:
+            return Health("False", error=f"{self.command} exited with code {self.process.returncode}; restarting")
+        return HEALTHY
 
     async def stop(self) -> None:
         self._stopping = True
@@ -166,6 +175,7 @@ async def run_server(config: ServerConfig, stop: asyncio.Event, *,
                 component = ComponentProcess(command, kubeconfig, verbose, args)
                 components.append(component)
                 tasks.append(asyncio.create_task(component.supervise(), name=command))
+                server.component_statuses.checks[command] = component.health
         if agent is not None:
             kubeconfig = await asyncio.to_thread(node_kubeconfig, config, server.pki, server.url, agent.node_name)
             component = ComponentProcess("kubelet", kubeconfig, verbose, agent.args(config))

@@ -1,5 +1,6 @@
 """What kube-controller-manager and kube-apiserver keep for the cluster, seen through the real kubectl: CSRs
-signed with the cluster CA and the local APIServices of built-in and CRD group/versions."""
+signed with the cluster CA, the local APIServices of built-in and CRD group/versions, and the deprecated
+component statuses."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 from cluster import Cluster
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from harness import bare_server
 
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
 
@@ -180,3 +184,38 @@ def test_a_user_apiservice_with_a_service_is_stored_as_given(cluster: Cluster, n
     assert apiservice_rows(cluster)[f"v1beta1.{group}"][0] == f"{namespace}/api"
     cluster.kubectl("delete", "apiservice", f"v1beta1.{group}")
 
+
+COMPONENT_STATUS_WARNING = "Warning: v1 ComponentStatus is deprecated in v1.19+"
+
+
+def test_component_statuses_report_the_supervised_components_and_storage(cluster: Cluster) -> None:
+    result = cluster.kubectl("get", "componentstatuses")
+    assert COMPONENT_STATUS_WARNING in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "MESSAGE", "ERROR"]
+    assert [line.split() for line in lines[1:]] == [["scheduler", "Healthy", "ok"],
+                                                    ["controller-manager", "Healthy", "ok"],
+                                                    ["etcd-0", "Healthy", "ok"]]
+    etcd = get_json(cluster, "cs", "etcd-0")
+    assert etcd["conditions"] == [{"type": "Healthy", "status": "True", "message": "ok"}]
+    assert [i["metadata"]["name"] for i in get_json(cluster, "cs", "--field-selector",
+                                                     "metadata.name=scheduler")["items"]] == ["scheduler"]
+    missing = cluster.kubectl("get", "cs", "nope", check=False)
+    assert missing.returncode != 0 and "Error from server (Unknown): Component not found: nope" in missing.stderr
+    response = cluster.request("POST", "/api/v1/componentstatuses", {
+        "apiVersion": "v1", "kind": "ComponentStatus", "metadata": {"name": "mine"}})
+    assert response.status == 405
+    assert response.headers["Warning"] == f'299 - "{COMPONENT_STATUS_WARNING.removeprefix("Warning: ")}"'
+
+
+@pytest.fixture(scope="module")
+def server_alone() -> Iterator[Cluster]:
+    yield from bare_server()
+
+
+def test_components_the_server_does_not_run_are_unhealthy(server_alone: Cluster) -> None:
+    rows = [line.rstrip().split(None, 2)
+            for line in server_alone.kubectl("get", "cs", "--no-headers").stdout.splitlines()]
+    assert rows == [["scheduler", "Unhealthy", "the scheduler is not run by this server"],
+                    ["controller-manager", "Unhealthy", "the controller manager is not run by this server"],
+                    ["etcd-0", "Healthy", "ok"]]

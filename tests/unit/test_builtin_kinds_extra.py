@@ -3,6 +3,7 @@ rules, a CSR's requester and approval) and table printers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pocketkube.api.errors import Cause
+from pocketkube.api.errors import Cause, StatusError
 from pocketkube.api.kinds import (
     BUILTIN_RESOURCES,
     GROUP_ORDER,
@@ -24,6 +25,7 @@ from pocketkube.api.kinds import (
 )
 from pocketkube.apiserver import apiservices, discovery, openapi
 from pocketkube.apiserver.authn import UserInfo
+from pocketkube.apiserver.componentstatus import ComponentStatuses
 from pocketkube.apiserver.printers import column_definitions, to_table
 from pocketkube.apiserver.strategies import StrategySet, build_strategies
 from pocketkube.apiserver.strategy import Strategy
@@ -284,6 +286,41 @@ def test_local_apiservices_of_built_in_and_crd_group_versions() -> None:
         "metadata": {"name": "v1.stable.example.com", "labels": {apiservices.AUTOMANAGED: "true"}},
         "spec": {"group": "stable.example.com", "version": "v1", "groupPriorityMinimum": 1000,
                  "versionPriority": 100}}}
+
+
+# --- ComponentStatus ---------------------------------------------------------------------------------
+
+class _Storage:
+    """Just enough of a storage for the etcd-0 probe: reads succeed, or fail with `error`."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    async def get(self, key: str) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def test_component_statuses() -> None:
+    info = CATALOG.resource("", "v1", "componentstatuses")
+    assert info.verbs == ("get", "list") and info.short_names == ("cs",) and not info.namespaced
+    assert info.deprecation == "v1 ComponentStatus is deprecated in v1.19+"
+    statuses = ComponentStatuses(_Storage())  # type: ignore[arg-type]
+    listed = asyncio.run(statuses.list())
+    assert [(o["metadata"]["name"], o["conditions"]) for o in listed] == [
+        ("scheduler", [{"type": "Healthy", "status": "False", "error": "the scheduler is not run by this server"}]),
+        ("controller-manager", [{"type": "Healthy", "status": "False",
+                                 "error": "the controller manager is not run by this server"}]),
+        ("etcd-0", [{"type": "Healthy", "status": "True", "message": "ok"}])]
+    failing = ComponentStatuses(_Storage(ConnectionRefusedError("connection refused")))  # type: ignore[arg-type]
+    assert asyncio.run(failing.get("etcd-0"))["conditions"] == [
+        {"type": "Healthy", "status": "False", "error": "connection refused"}]
+    with pytest.raises(StatusError) as missing:
+        asyncio.run(statuses.get("etcd-1"))
+    assert (missing.value.code, missing.value.reason, str(missing.value.message)) == (
+        500, "Unknown", "Component not found: etcd-1")
+    assert cells("", "ComponentStatus", listed[0])[1:] == ["Unhealthy", "", "the scheduler is not run by this server"]
+    assert cells("", "ComponentStatus", listed[2])[1:] == ["Healthy", "ok", ""]
 
 
 # --- CertificateSigningRequest -----------------------------------------------------------------------
@@ -613,6 +650,7 @@ def cells(group: str, kind: str, obj: dict[str, Any]) -> list[Any]:
 
 @pytest.mark.parametrize(("group", "kind", "columns"), [
     ("", "PodTemplate", ["Name", "Containers", "Images", "Pod Labels"]),
+    ("", "ComponentStatus", ["Name", "Status", "Message", "Error"]),
     ("admissionregistration.k8s.io", "MutatingWebhookConfiguration", ["Name", "Webhooks", "Age"]),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy", ["Name", "Validations", "ParamKind", "Age"]),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding", ["Name", "PolicyName", "ParamRef", "Age"]),

@@ -173,6 +173,9 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = _in_discovery_order((
     _r("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
        subresources=("status", "scale")),
     _r("", "v1", "PodTemplate", "podtemplates"),
+    # Computed on each request from the components' health, never stored.
+    _r("", "v1", "ComponentStatus", "componentstatuses", False, short_names=("cs",), verbs=("get", "list"),
+       deprecation="v1 ComponentStatus is deprecated in v1.19+"),
     # apps/v1
     _r("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
        subresources=("status", "scale")),

@@ -9,7 +9,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import jsonpatch
 import orjson
@@ -177,6 +177,14 @@ def _partial_metadata(obj: Obj) -> Obj:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
 
 
+class ComputedResource(Protocol):
+    """A read-only resource made on each request instead of stored (v1 ComponentStatus)."""
+
+    async def list(self) -> list[Obj]: ...
+
+    async def get(self, name: str) -> Obj: ...
+
+
 class ResourceHandler:
     """Serves /api/v1/... and /apis/G/V/... for every resource in the catalogue."""
 
@@ -186,6 +194,8 @@ class ResourceHandler:
         self.authenticator = authenticator
         self.registry = registry
         self.service_account_tokens = service_account_tokens
+        # (group, plural) -> the computed resource served there instead of the registry
+        self.computed: dict[tuple[str, str], ComputedResource] = {}
 
     async def handle(self, request: web.Request, group: str, version: str, tail: str) -> web.StreamResponse:
         target = req.parse_target(self.catalog, group, version, tail)
@@ -281,6 +291,9 @@ class ResourceHandler:
 
     # --- verbs -------------------------------------------------------------------------
     async def get(self, request: web.Request, target: req.Target) -> web.Response:
+        computed = self.computed.get((target.info.group, target.info.plural))
+        if computed is not None:
+            return self._render(request, target.info, await computed.get(target.name))
         obj = await self.registry.get(target.info, target.namespace, target.name,
                                       request.query.get("resourceVersion", ""))
         return self._render(request, target.info, obj)
@@ -551,6 +564,10 @@ class ResourceHandler:
 
     async def list(self, request: web.Request, target: req.Target) -> web.Response:
         info = target.info
+        computed = self.computed.get((info.group, info.plural))
+        if computed is not None:
+            matches = self._filter(request, info)
+            return self._list_response(request, info, {}, [o for o in await computed.list() if matches(o)])
         accept = req.parse_accept(request)
         rv = request.query.get("resourceVersion", "")
         rv_match = request.query.get("resourceVersionMatch", "")
@@ -591,7 +608,12 @@ class ResourceHandler:
             list_meta["remainingItemCount"] = remaining
         if cached and not accept.as_kind and not accept.pretty and info.stored_version == info.group_version:
             return self._encoded_list(info, list_meta, items)
-        served = [from_storage(info, o) for o in items]
+        return self._list_response(request, info, list_meta, [from_storage(info, o) for o in items])
+
+    @staticmethod
+    def _list_response(request: web.Request, info: ResourceInfo, list_meta: Obj, served: list[Obj]) -> web.Response:
+        """A list of served objects as the client asked: a Table, partial metadata, or the kind's list."""
+        accept = req.parse_accept(request)
         if accept.as_kind == "Table":
             body = to_table(info, served, list_meta=list_meta, include_object=accept.include_object)
         elif accept.as_kind in ("PartialObjectMetadataList", "PartialObjectMetadata"):

@@ -22,6 +22,7 @@ from pocketkube.apiserver.admission import ClusterState, build_chain
 from pocketkube.apiserver.apiservices import APIServiceRegistration
 from pocketkube.apiserver.authn import Authenticator
 from pocketkube.apiserver.bootstrap import bootstrap_cluster
+from pocketkube.apiserver.componentstatus import ComponentStatuses
 from pocketkube.apiserver.crd.controller import CRDController
 from pocketkube.apiserver.handlers import ResourceHandler, add_request_warnings, json_response
 from pocketkube.apiserver.kubeletproxy import KubeletProxy, kubelet_client_ssl_context
@@ -141,6 +142,9 @@ class APIServer:
             {"Service": list(self.cache.resource(services.storage_prefix).objects.values())})
         self.handler = ResourceHandler(self.catalog, self.registry, self.service_account_tokens,
                                        self.authenticator)
+        # `kubectl get cs`: the launcher gives the components it supervises their checks.
+        self.component_statuses = ComponentStatuses(self.storage)
+        self.handler.computed[("", "componentstatuses")] = self.component_statuses
         self.kubelet_proxy = KubeletProxy(self.catalog, self.registry, kubelet_client_ssl_context(
             pki.kubelet_client_cert, pki.kubelet_client_key, pki.ca_cert, verify=config.verify_kubelet_tls))
         # Established CRDs are served again before /readyz turns 200; the controller then keeps them current,

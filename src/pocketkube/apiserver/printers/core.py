@@ -511,6 +511,26 @@ def _service_account_cells(sa: Obj, now: datetime) -> list[Cell]:
     return [name(sa), len(sa.get("secrets") or []), age(sa, now)]
 
 
+# --- ComponentStatus ---------------------------------------------------------------------------------
+
+_COMPONENT_STATUS_COLUMNS = (
+    NAME,
+    column("Status", "string", "Status of the component conditions"),
+    column("Message", "string", "Message of the component conditions"),
+    column("Error", "string", "Error of the component conditions"),
+)
+
+
+def _component_status_cells(component: Obj, now: datetime) -> list[Cell]:
+    status, message, error = "Unknown", "", ""
+    for condition in component.get("conditions") or []:
+        if condition.get("type") == "Healthy":
+            status = "Healthy" if condition.get("status") == "True" else "Unhealthy"
+            message, error = condition.get("message", ""), condition.get("error", "")
+            break
+    return [name(component), status, message, error]
+
+
 PRINTERS: dict[tuple[str, str, str], Printer] = {
     ("", "v1", "Pod"): Printer(_POD_COLUMNS, _pod_cells, _pod_conditions),
     ("", "v1", "Service"): Printer(_SERVICE_COLUMNS, _service_cells),
@@ -526,4 +546,5 @@ PRINTERS: dict[tuple[str, str, str], Printer] = {
     ("", "v1", "Secret"): Printer(_SECRET_COLUMNS, _secret_cells),
     ("", "v1", "ConfigMap"): Printer(_CONFIGMAP_COLUMNS, _configmap_cells),
     ("", "v1", "ServiceAccount"): Printer(_SERVICE_ACCOUNT_COLUMNS, _service_account_cells),
+    ("", "v1", "ComponentStatus"): Printer(_COMPONENT_STATUS_COLUMNS, _component_status_cells),
 }
