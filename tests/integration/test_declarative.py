@@ -125,22 +125,23 @@ def test_apply_directory_unchanged_edit_diff_and_removed_fields(cluster: Cluster
     assert get(cluster, "cm", "cfg", "-n", ns)["data"] == {"a": "1"}
     assert kubectl(cluster, "diff", "-f", str(folder), binary=binary, check=False).returncode == 0
 
-    # kubectl edit through an editor script: a change, a no-op, and a change the server refuses.
+    # kubectl edit through an editor script: a change, a no-op, and a change the server refuses (TMPDIR: where
+    # kubectl keeps its copies of the edited objects).
     editor = tmp_path / "editor.sh"
     editor.write_text("#!/bin/sh\nsed -i -e \"$EDIT\" \"$1\"\n")
     editor.chmod(0o755)
     edited = kubectl(cluster, "edit", "deploy/web", "-n", ns, binary=binary,
-                     env={"EDITOR": str(editor), "EDIT": "s/nginx:1.28/nginx:1.29/"})
+                     env={"EDITOR": str(editor), "TMPDIR": str(tmp_path), "EDIT": "s/nginx:1.28/nginx:1.29/"})
     assert "deployment.apps/web edited" in edited.stdout
     deploy = get(cluster, "deploy", "web", "-n", ns, "--show-managed-fields")
     assert deploy["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.29"
     assert ("kubectl-edit", "Update") in {(m["manager"], m["operation"]) for m in deploy["metadata"]["managedFields"]}
     rv = get(cluster, "svc", "web", "-n", ns)["metadata"]["resourceVersion"]
     cancelled = kubectl(cluster, "edit", "svc/web", "-n", ns, binary=binary,
-                        env={"EDITOR": str(editor), "EDIT": "s/no-such-text//"})
+                        env={"EDITOR": str(editor), "TMPDIR": str(tmp_path), "EDIT": "s/no-such-text//"})
     assert "Edit cancelled, no changes made." in cancelled.stdout + cancelled.stderr
     refused = kubectl(cluster, "edit", "svc/web", "-n", ns, binary=binary, check=False,
-                      env={"EDITOR": str(editor), "EDIT": "s/- port: 80/- port: 99999/"})
+                      env={"EDITOR": str(editor), "TMPDIR": str(tmp_path), "EDIT": "s/- port: 80/- port: 99999/"})
     assert refused.returncode != 0 and 'error: services "web" is invalid' in refused.stderr
     kept = refused.stderr.split('A copy of your changes has been stored to "')[1].split('"')[0]
     assert "spec.ports[0].port: Invalid value: 99999: must be between 1 and 65535, inclusive" in Path(kept).read_text()
@@ -406,7 +407,7 @@ def test_custom_resource_with_kubectl(greetings: Cluster, ns: str, tmp_path: Pat
         editor = tmp_path / "editor.sh"
         editor.write_text("#!/bin/sh\nsed -i -e 's/message: moon/message: sun/' \"$1\"\n")
         editor.chmod(0o755)
-        kubectl(cluster, "edit", "greeting/hi", "-n", ns, env={"EDITOR": str(editor)})
+        kubectl(cluster, "edit", "greeting/hi", "-n", ns, env={"EDITOR": str(editor), "TMPDIR": str(tmp_path)})
         obj = get(cluster, "greeting", "hi", "-n", ns)
         assert obj["spec"] == {"message": "sun", "loud": False}  # the schema default is applied
         explained = kubectl(cluster, "explain", "greetings.spec").stdout
@@ -503,7 +504,7 @@ def api(cluster: Cluster) -> Iterator[client.ApiClient]:
         yield api_client
 
 
-def test_python_client_patches_and_server_side_apply(api: client.ApiClient, ns: str) -> None:
+def test_python_client_patches_and_server_side_apply(api: client.ApiClient, ns: str, tmp_path: Path) -> None:
     apps = client.AppsV1Api(api)
     body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "py", "namespace": ns},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "py"}}, "template": {
@@ -539,7 +540,8 @@ def test_python_client_patches_and_server_side_apply(api: client.ApiClient, ns: 
                                               _content_type="application/apply-patch+yaml")
     assert forced.spec.replicas == 2
 
-    resources = dynamic.DynamicClient(api).resources.get(api_version="v1", kind="ConfigMap")
+    # the discovery cache goes with the test, not to /tmp
+    resources = dynamic.DynamicClient(api, cache_file=str(tmp_path / "discovery.json")).resources.get(api_version="v1", kind="ConfigMap")
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dyn", "namespace": ns}, "data": {"k": "v"}}
     applied = resources.server_side_apply(body=cm, namespace=ns, field_manager="dyn")
     assert applied.to_dict()["data"] == {"k": "v"} and applied.metadata.managedFields[0].manager == "dyn"
