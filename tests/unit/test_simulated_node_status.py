@@ -3,6 +3,8 @@ lifecycle controller's taint and toleration rules."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from pocketkube.controllers.nodelifecycle import (
 from pocketkube.kubelet.simulated import (
     EXIT_CODE_ANNOTATION,
     RUN_SECONDS_ANNOTATION,
+    SimulatedNodes,
     SimulationConfig,
     desired_pod_status,
     go_duration,
@@ -186,3 +189,25 @@ def test_toleration_matching_and_min_time() -> None:
     assert matching_tolerations([unreachable], [{"key": "x", "operator": "Exists"}]) == (False, [])
     assert min_toleration_seconds([{"operator": "Exists"}]) == -1  # forever
     assert min_toleration_seconds([{"tolerationSeconds": 30}, {"tolerationSeconds": -5}]) == 0
+
+
+# --- timed pod syncs --------------------------------------------------------------------------
+def test_a_wake_that_fires_early_by_the_wall_clock_does_not_swallow_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue's timers run on the monotonic clock; by the wall clock they may fire a hair early. The sync they
+    start must still count as theirs, or its own "not due yet, look again" is taken for a duplicate."""
+    async def scenario() -> None:
+        sim = SimulatedNodes(client=None, count=0)  # type: ignore[arg-type]  # no request is made
+        key = "ns/deleted-pod"
+        monkeypatch.setattr(time, "time", lambda: T0)
+        sim._look_again(key, T0 + 1.0)  # the deletion is due at T0 + 1
+        assert len(sim._pod_queue._waiting) == 1
+        sim._clear_due_wake(key, T0 + 0.999)  # the timer fired 1 ms early
+        monkeypatch.setattr(time, "time", lambda: T0 + 0.999)
+        sim._look_again(key, T0 + 1.0)  # not due yet: another timer, not a swallowed one
+        assert len(sim._pod_queue._waiting) == 2
+        sim._clear_due_wake(key, T0 + 0.5)  # an event's sync well before the wake keeps it
+        sim._look_again(key, T0 + 1.0)
+        assert len(sim._pod_queue._waiting) == 2
+        sim._pod_queue.shutdown()
+
+    asyncio.run(scenario())

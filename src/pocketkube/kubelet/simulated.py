@@ -58,6 +58,8 @@ EXIT_CODE_ANNOTATION = "pocketkube.io/sim-exit-code"
 NODE_IP_RANGE = ipaddress.ip_network("198.18.0.0/15")
 KUBELET_PORT = 10250
 MAX_BACKOFF = 300.0
+# How early a timed pod sync may run, by the wall clock, and still count as that timer's sync.
+WAKE_SLACK = 0.05
 # Transitions computed in one sync; a guard against a pod whose timeline cannot advance.
 MAX_STEPS = 1000
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -701,6 +703,8 @@ class SimulatedNodes:
                 self._pod_queue.done(key)
 
     async def _sync_pod(self, key: str) -> None:
+        now = time.time()
+        self._clear_due_wake(key, now)
         pod = self._pod_informer.store.get(key)
         if pod is None:
             return
@@ -709,7 +713,6 @@ class SimulatedNodes:
             return
         meta = pod["metadata"]
         status = pod.get("status") or {}
-        now = time.time()
         if (pod.get("spec") or {}).get("hostNetwork"):
             pod_ip = node.ip
         else:
@@ -727,6 +730,13 @@ class SimulatedNodes:
         if wake is not None:
             # Timestamps have whole seconds: look again just after the moment things change.
             self._look_again(key, wake + 0.05)
+
+    def _clear_due_wake(self, key: str, now: float) -> None:
+        """Forget a timed sync that is due: this sync is it. The queue's timers run on the monotonic clock and
+        may fire a little before the wall clock reaches `when`; kept, such a wake would look still pending and
+        swallow the next one (a deleted pod then stayed Terminating for good)."""
+        if self._wakes.get(key, math.inf) <= now + WAKE_SLACK:
+            del self._wakes[key]
 
     def _look_again(self, key: str, when: float) -> None:
         """Sync the pod at wall-clock `when`; one pending timer per pod however many events come first."""
