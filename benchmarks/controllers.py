@@ -170,7 +170,8 @@ def cluster(keep: bool = False) -> Any:
     port = free_port()
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - the child's for its lifetime
     server = subprocess.Popen([sys.executable, "-m", "pocketkube.cli.main", "server", "--data-dir", str(data_dir),
-                               "--https-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                               "--https-port", str(port), "--disable-agent"],  # simulated nodes only
+                              stdout=log, stderr=subprocess.STDOUT)
     c = Cluster(f"https://127.0.0.1:{port}", data_dir, server)
     try:
         deadline = time.monotonic() + 60

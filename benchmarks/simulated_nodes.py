@@ -52,7 +52,7 @@ def server() -> Iterator[tuple[str, Path, int]]:
     port = free_port()
     log = open(data_dir / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "pocketkube.cli.main", "server", "--data-dir", str(data_dir),
-                             "--https-port", str(port), "--disable-controller-manager"],
+                             "--https-port", str(port), "--disable-controller-manager", "--disable-agent"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
