@@ -95,6 +95,11 @@ def as_written(stored: Obj, revision: int) -> Obj:
     return {**stored, "metadata": {**(stored.get("metadata") or {}), "resourceVersion": str(revision)}}
 
 
+def _cached_kv(key: str, obj: Obj) -> KeyValue:
+    """A watch-cache object as the store would return it."""
+    return KeyValue(key, encode_for_storage(obj), 0, int(obj["metadata"]["resourceVersion"]))
+
+
 def deep_copy(obj: Obj) -> Obj:
     return orjson.loads(orjson.dumps(obj))
 
@@ -189,17 +194,23 @@ class Registry:
                               {"causes": [{"reason": "ResourceVersionTooLarge",
                                            "message": "Too large resource version"}], "retryAfterSeconds": 1})
 
-    async def read_current(self, info: ResourceInfo, key: str, from_cache: bool) -> KeyValue | None:
-        """The object a write starts from. A fresh cache answers first: it holds every acknowledged write,
-        so a client reads its own writes; a concurrent writer makes the compare-and-swap fail, and the
-        retry reads storage itself."""
-        # With a remote store, catching the cache up costs more than reading the object itself.
-        if from_cache and self.storage.events_are_immediate and await self.cache.wait_fresh():
-            obj = self.cache.resource(info.storage_prefix).objects.get(key)
-            if obj is None:
-                return None
-            return KeyValue(key, encode_for_storage(obj), 0, int(obj["metadata"]["resourceVersion"]))
-        return await self.storage.get(key)
+    async def read_current(self, info: ResourceInfo, key: str, from_cache: bool) -> tuple[KeyValue | None, bool]:
+        """The object a write starts from, and whether it is known to be current.
+
+        With an embedded store the cache catches up first (cheap), so its object is current and a client
+        reads its own writes. With a remote store catching up costs a round trip, so the cache's object is
+        taken as it is, as upstream's GuaranteedUpdate takes the watch cache's: a write started from it that
+        fails its compare-and-swap, or that would be judged a conflict or a no-op, reads the store and tries
+        again. A miss in the cache always reads the store (the object may be newer than the cache)."""
+        if from_cache:
+            objects = self.cache.resource(info.storage_prefix).objects
+            if self.storage.events_are_immediate:
+                if await self.cache.wait_fresh():
+                    obj = objects.get(key)
+                    return (None if obj is None else _cached_kv(key, obj)), True
+            elif (obj := objects.get(key)) is not None:
+                return _cached_kv(key, obj), False
+        return await self.storage.get(key), True
 
     # --- create ----------------------------------------------------------------------
     async def create(self, info: ResourceInfo, namespace: str, obj: Obj, opts: WriteOptions) -> Obj:
@@ -289,7 +300,7 @@ class Registry:
         precondition = meta.get("resourceVersion") or ""
         from_cache = True
         while True:
-            current = await self.read_current(info, key, from_cache)
+            current, verified = await self.read_current(info, key, from_cache)
             from_cache = False
             if current is None:
                 if subresource or not self.strategy(info).allow_create_on_update:
@@ -300,15 +311,17 @@ class Registry:
                     if err.reason == "AlreadyExists":
                         continue
                     raise
-            if precondition and precondition != str(current.mod_revision):
-                raise errors.stale_update(info.plural, name, info.group)
             try:
-                return await self._update_from(info, current, deep_copy(obj), opts, subresource), False
-            except RevisionMismatchError:
-                if precondition:
-                    raise errors.stale_update(info.plural, name, info.group) from None
-            except KeyNotFoundError:
-                if precondition:  # deleted meanwhile: the version the client named is gone
+                if precondition and precondition != str(current.mod_revision):
+                    raise errors.stale_update(info.plural, name, info.group)
+                return await self._update_from(info, current, deep_copy(obj), opts, subresource, verified), False
+            except StatusError:
+                if verified:
+                    raise
+                # judged from the cache's copy, which may be behind the store: judge again from the store
+            except (RevisionMismatchError, KeyNotFoundError):
+                # changed or deleted meanwhile: the version the client named is gone
+                if precondition and verified:
                     raise errors.stale_update(info.plural, name, info.group) from None
 
     async def patch(self, info: ResourceInfo, namespace: str, name: str,
@@ -317,36 +330,42 @@ class Registry:
         key = object_key(info, namespace, name)
         from_cache = True
         while True:
-            current = await self.read_current(info, key, from_cache)
+            current, verified = await self.read_current(info, key, from_cache)
             from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
             served = from_storage(info, decode_kv(current))
             served_version = served["metadata"].get("resourceVersion")
-            # `served` was decoded for this request alone: the patch may change it in place, no copy needed.
-            new = apply_patch(served)
-            if not isinstance(new, dict):
-                raise errors.bad_request("the patch did not produce an object")
-            new_meta = new.get("metadata")
-            if not isinstance(new_meta, dict):
-                new_meta = new["metadata"] = {}
-            precondition = new_meta.get("resourceVersion") or ""
-            # A patch that names a resourceVersion must match it; an unchanged one retries on conflict.
-            explicit = precondition != served_version
-            if explicit and precondition and precondition != str(current.mod_revision):
-                raise errors.stale_update(info.plural, name, info.group)
-            if new_meta.get("name", name) != name:
-                raise errors.bad_request(f"the name of the object ({new_meta.get('name')}) does not match the "
-                                         f"name on the URL ({name})")
             try:
-                return await self._update_from(info, current, new, opts, subresource)
+                # `served` was decoded for this request alone: the patch may change it in place, no copy needed.
+                new = apply_patch(served)
+                if not isinstance(new, dict):
+                    raise errors.bad_request("the patch did not produce an object")
+                new_meta = new.get("metadata")
+                if not isinstance(new_meta, dict):
+                    new_meta = new["metadata"] = {}
+                precondition = new_meta.get("resourceVersion") or ""
+                # A patch that names a resourceVersion must match it; an unchanged one retries on conflict.
+                explicit = precondition != served_version
+                if explicit and precondition and precondition != str(current.mod_revision):
+                    raise errors.stale_update(info.plural, name, info.group)
+                if new_meta.get("name", name) != name:
+                    raise errors.bad_request(f"the name of the object ({new_meta.get('name')}) does not match "
+                                             f"the name on the URL ({name})")
+                return await self._update_from(info, current, new, opts, subresource, verified)
+            except StatusError:
+                if verified:
+                    raise
+                # judged from the cache's copy (a conflict too): judge again from the store
             except (RevisionMismatchError, KeyNotFoundError):
                 # Changed or deleted meanwhile: read again (a deleted object then answers 404).
-                if explicit and precondition:
+                if explicit and precondition and verified:
                     raise errors.stale_update(info.plural, name, info.group) from None
 
     async def _update_from(self, info: ResourceInfo, current: KeyValue, new: Obj, opts: WriteOptions,
-                           subresource: str) -> Obj:
+                           subresource: str, verified: bool = True) -> Obj:
+        """Write `new` over `current`; when `current` may be behind the store (not `verified`), a write that
+        would change nothing raises RevisionMismatchError so that the caller judges it against the store."""
         strategy = self.strategy(info)
         old = from_storage(info, decode_kv(current))
         meta = new.setdefault("metadata", {})
@@ -402,6 +421,9 @@ class Registry:
             raise errors.invalid(info.kind, meta.get("name", ""), info.group, causes)
         await self.admission.validate(attrs)
         if new == old:
+            if not verified:
+                await self.admission.aborted(attrs)
+                raise RevisionMismatchError(current.key, None)
             return old  # a no-op write keeps the resourceVersion, as upstream
         try:
             await strategy.before_update(new, old)
@@ -445,14 +467,19 @@ class Registry:
         await self.admission.admit(attrs)
         from_cache = True
         while True:
-            current = await self.read_current(info, key, from_cache)
+            current, verified = await self.read_current(info, key, from_cache)
             from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
             obj = from_storage(info, decode_kv(current))
-            self._check_preconditions(info, obj, opts)
-            attrs.old_object = from_storage(info, decode_kv(current))
-            await self.admission.validate(attrs)
+            try:
+                self._check_preconditions(info, obj, opts)
+                attrs.old_object = from_storage(info, decode_kv(current))
+                await self.admission.validate(attrs)
+            except StatusError:
+                if verified:
+                    raise
+                continue  # judged from the cache's copy, which may be behind the store: judge from the store
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             policy = opts.propagation_policy
@@ -460,6 +487,8 @@ class Registry:
                 policy = "Orphan" if opts.orphan_dependents else "Background"
             grace = strategy.grace_period(obj, opts.grace_period_seconds)
             marked = self._mark_for_deletion(strategy, obj, finalizers, policy, grace)
+            if not verified and (opts.dry_run or (marked and obj == from_storage(info, decode_kv(current)))):
+                continue  # nothing is written to prove the cache's copy current: read the store
             if opts.dry_run:
                 return obj, not marked
             try:

@@ -114,17 +114,12 @@ class AdmissionChain:
 
     def __init__(self, mutating: list[MutatingPlugin] | None = None,
                  validating: list[ValidatingPlugin] | None = None) -> None:
-        self.mutating = list(mutating or [])
-        self.validating = list(validating or [])
-
-    @property
-    def plugins(self) -> list[Any]:
-        """Every plugin once, mutating ones first."""
-        seen: list[Any] = []
-        for plugin in [*self.mutating, *self.validating]:
-            if not any(plugin is p for p in seen):
-                seen.append(plugin)
-        return seen
+        self.mutating = tuple(mutating or ())
+        self.validating = tuple(validating or ())
+        # Every plugin once, mutating ones first; worked out once, as every write walks it.
+        self.plugins: list[Any] = list({id(p): p for p in (*self.mutating, *self.validating)}.values())
+        self._committed_hooks = [p for p in self.plugins if hasattr(p, "committed")]
+        self._aborted_hooks = [p for p in self.plugins if hasattr(p, "aborted")]
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
         for plugin in self.mutating:
@@ -148,24 +143,20 @@ class AdmissionChain:
         state (quota usage) bring it up to date; a failure there never fails the write."""
         if attrs.dry_run:
             return
-        for plugin in self.plugins:
-            hook = getattr(plugin, "committed", None)
-            if hook is not None:
-                try:
-                    await hook(attrs, stored)
-                except Exception:
-                    log.exception("admission plugin %s failed after %s of %s %r", plugin.name, attrs.operation,
-                                  attrs.resource, attrs.name)
+        for plugin in self._committed_hooks:
+            try:
+                await plugin.committed(attrs, stored)
+            except Exception:
+                log.exception("admission plugin %s failed after %s of %s %r", plugin.name, attrs.operation,
+                              attrs.resource, attrs.name)
 
     async def aborted(self, attrs: AdmissionAttributes) -> None:
         """The write passed validating admission but was not stored: undo what plugins reserved for it."""
         if attrs.dry_run:
             return
-        for plugin in self.plugins:
-            hook = getattr(plugin, "aborted", None)
-            if hook is not None:
-                try:
-                    await hook(attrs)
-                except Exception:
-                    log.exception("admission plugin %s could not undo its part of a failed %s of %s %r",
-                                  plugin.name, attrs.operation, attrs.resource, attrs.name)
+        for plugin in self._aborted_hooks:
+            try:
+                await plugin.aborted(attrs)
+            except Exception:
+                log.exception("admission plugin %s could not undo its part of a failed %s of %s %r",
+                              plugin.name, attrs.operation, attrs.resource, attrs.name)

@@ -53,10 +53,11 @@ class _WebhookPlugin(Handler):
         self.state = state
         self.client = WebhookClient(state)
         self._compiled: tuple[tuple[tuple[str, str], ...], list[Webhook]] = ((), [])
+        self._configurations = state.info("admissionregistration.k8s.io", "v1", self.plural)
 
     def webhooks(self) -> list[Webhook]:
         """Every configured webhook, in configuration-name order; parsed again only when one changed."""
-        configs = self.state.list(self.state.info("admissionregistration.k8s.io", "v1", self.plural))
+        configs = self.state.list(self._configurations)
         if not configs:
             return []
         configs.sort(key=lambda c: c["metadata"]["name"])
