@@ -29,6 +29,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from etcd_fixture import running_etcd  # noqa: E402
 from pocketkube.storage.interface import open_storage  # noqa: E402
+from selfsigned import self_signed  # noqa: E402
 
 CONCURRENCY = (1, 10, 100)
 TABLE_ACCEPT = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
@@ -137,6 +138,39 @@ async def raw_store_rate(datastore: str, clients: int, total: int) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+async def bare_http_rate(clients: int, total: int) -> Result:
+    """Creates answered by a bare aiohttp server (benchmarks/bare_http_server.py): the ceiling of the HTTP
+    stack alone, for the same client and body."""
+    tmp = Path(tempfile.mkdtemp(prefix="pocketkube-bare-"))
+    cert, key = self_signed(tmp)
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(Path(__file__).with_name("bare_http_server.py")),
+                                                str(port), str(cert), str(key))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with aiohttp.ClientSession(f"https://127.0.0.1:{port}",
+                                         connector=aiohttp.TCPConnector(ssl=ctx, limit=200)) as http:
+            async def post(i: int) -> None:
+                async with http.post("/api/v1/namespaces/bench/configmaps",
+                                     data=orjson.dumps(configmap(f"cm-{i}", i))) as resp:
+                    await resp.read()
+
+            for _ in range(100):  # until it listens
+                try:
+                    await post(0)
+                    break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.1)
+            await run_clients("(warm-up)", clients, clients * 4, post)
+            return await run_clients("bare aiohttp POST", clients, total, post)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def api_benchmarks(url: str, token: str, objects: int, list_sizes: tuple[int, ...]) -> list[Result]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -234,27 +268,34 @@ async def watch_delivery(http: aiohttp.ClientSession, call: Callable[..., Awaita
                   time.perf_counter() - start, latencies)
 
 
-def print_table(backend: str, results: list[Result], anchors: dict[int, Result], idle_rss: float) -> None:
+def print_table(backend: str, results: list[Result], anchors: dict[int, Result], bare: dict[int, Result],
+                idle_rss: float) -> None:
     print(f"\n### {backend}\n")
-    print("| operation | clients | ops | ops/s | p50 ms | p99 ms | vs anchor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| operation | clients | ops | ops/s | p50 ms | p99 ms | vs anchor | vs bare HTTP |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for c, anchor in anchors.items():
         print(f"| {anchor.name} (anchor) | {c} | {anchor.ops} | {anchor.rate:,.0f} | {anchor.pct(0.5):.2f} | "
-              f"{anchor.pct(0.99):.2f} | 1.00 |")
+              f"{anchor.pct(0.99):.2f} | 1.00 | |")
+    for c, floor in bare.items():
+        print(f"| {floor.name} | {c} | {floor.ops} | {floor.rate:,.0f} | {floor.pct(0.5):.2f} | "
+              f"{floor.pct(0.99):.2f} | | 1.00 |")
     for r in results:
-        ratio = f"{r.rate / anchors[r.clients].rate:.2f}" if r.name == "create" and r.clients in anchors else ""
+        creates = r.name == "create"
+        ratio = f"{r.rate / anchors[r.clients].rate:.2f}" if creates and r.clients in anchors else ""
+        to_bare = f"{r.rate / bare[r.clients].rate:.2f}" if creates and r.clients in bare else ""
         print(f"| {r.name} | {r.clients} | {r.ops} | {r.rate:,.0f} | {r.pct(0.5):.2f} | {r.pct(0.99):.2f} | "
-              f"{ratio} |")
+              f"{ratio} | {to_bare} |")
     print(f"\nidle server RSS: {idle_rss:.0f} MB")
 
 
 async def bench_backend(backend: str, datastore: str, objects: int, list_sizes: tuple[int, ...]) -> None:
     anchors = {c: await raw_store_rate(datastore, c, objects) for c in CONCURRENCY}
+    bare = {c: await bare_http_rate(c, objects) for c in CONCURRENCY}
     with server(datastore) as (url, token, _data_dir, pid):
         await asyncio.sleep(2)
         idle = rss_mb(pid)
         results = await api_benchmarks(url, token, objects, list_sizes)
-    print_table(backend, results, anchors, idle)
+    print_table(backend, results, anchors, bare, idle)
 
 
 def main() -> None:
