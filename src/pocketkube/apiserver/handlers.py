@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 DEFAULT_WATCH_TIMEOUT = 1800
 BOOKMARK_INTERVAL = 30.0
+PRETIMEOUT_BOOKMARK = 2.0
 _POLL = 1.0
 
 
@@ -704,19 +705,31 @@ class ResourceHandler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last_sent = loop.time()
+        # As upstream's cacher, a bookmark also goes out 2s before the deadline (when that is still ahead), so
+        # that the client resumes from the newest revision even if its resource has not changed for long.
+        pretimeout: float | None = deadline - PRETIMEOUT_BOOKMARK
+        if not stream.bookmarks or pretimeout <= last_sent:
+            pretimeout = None
         while True:
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
                 return
             transport = request.transport
             if transport is None or transport.is_closing():
                 return
+            wait = min(_POLL, remaining) if pretimeout is None else max(0.001, min(_POLL, pretimeout - now))
             try:
-                item = await asyncio.wait_for(watcher.queue.get(), min(_POLL, remaining))
+                item = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
-                if stream.bookmarks and loop.time() - last_sent >= BOOKMARK_INTERVAL:
+                now = loop.time()
+                due = pretimeout is not None and now >= pretimeout
+                # A bookmark's revision covers every event queued so far: only with the queue drained.
+                if stream.bookmarks and (due or now - last_sent >= BOOKMARK_INTERVAL) and watcher.queue.empty():
                     await stream.bookmark(self.registry.cache.revision)
-                    last_sent = loop.time()
+                    last_sent = now
+                    if due:
+                        pretimeout = None
                 continue
             if item is None:  # the cache closed this watcher (it fell too far behind)
                 await stream.send("ERROR", errors.gone("the watch fell behind; list again").to_status())

@@ -1,13 +1,17 @@
 """Shared informers: list + watch into an indexed local cache, with event handlers.
 
-A watch resumes from the last resourceVersion it saw (bookmarks keep that fresh); when the server
-answers 410 Gone the informer lists again and tells its handlers what changed meanwhile.
+As client-go's reflector: a watch that ends (the server's timeout, a closed connection) is opened again from
+the last resourceVersion seen (bookmarks keep that fresh) without listing; only 410 Gone (the server no
+longer has that history) makes the informer list again, and tell its handlers what changed meanwhile:
+updates, adds, and deletes for what vanished. Other failures (connection refused, 5xx, a broken stream) back
+off exponentially and resume the watch where it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +26,39 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 IndexFunc = Callable[[Obj], list[str]]
 LIST_PAGE = 500
+# Each watch asks the server to end it after a random 5 to 10 minutes (client-go's minWatchTimeout), so that
+# watches do not hang on a dead connection and a fleet of informers does not reconnect at once.
 WATCH_TIMEOUT = 300
-RETRY_DELAY = 1.0
+# A watch that ends this soon having delivered nothing counts as a failure (backs off), as client-go's
+# "very short watch": a server closing every watch at once must not be hammered in a loop.
+SHORT_WATCH = 1.0
+
+
+class Backoff:
+    """client-go's ExponentialBackoffManager: the delay doubles from `initial` up to `cap`, with up to
+    `jitter` of it added at random, and starts again from `initial` once `reset_after` seconds passed
+    without a backoff."""
+
+    def __init__(self, initial: float = 0.8, cap: float = 30.0, reset_after: float = 120.0,
+                 jitter: float = 1.0) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.reset_after = reset_after
+        self.jitter = jitter
+        self._delay = initial
+        self._last: float | None = None
+
+    def next_delay(self) -> float:
+        now = asyncio.get_running_loop().time()
+        if self._last is None or now - self._last > self.reset_after:
+            self._delay = self.initial
+        delay = self._delay
+        self._delay = min(self.cap, self._delay * 2)
+        self._last = now
+        return min(delay, self.cap) * (1 + self.jitter * random.random())
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next_delay())
 
 
 def object_key(obj: Obj) -> str:
@@ -129,7 +164,8 @@ class Handler:
 
 class Informer:
     def __init__(self, client: Client, info: ResourceInfo, *, namespace: str = "", label_selector: str = "",
-                 field_selector: str = "", indexers: dict[str, IndexFunc] | None = None) -> None:
+                 field_selector: str = "", indexers: dict[str, IndexFunc] | None = None,
+                 watch_timeout: int | None = None) -> None:
         self.client = client
         self.info = info
         self.namespace = namespace
@@ -137,7 +173,12 @@ class Informer:
         self.field_selector = field_selector
         self.store = Indexer(indexers)
         self.synced = asyncio.Event()
+        # The last resourceVersion seen: the list's, then each event's and bookmark's; watches resume from it.
         self.resource_version = ""
+        # timeoutSeconds of each watch; None: a random 5 to 10 minutes, as client-go.
+        self.watch_timeout = watch_timeout
+        self.backoff = Backoff()
+        self._listed_at = 0.0
         self._handlers: list[Handler] = []
 
     def add_handler(self, on_add: Callable[[Obj], None] | None = None,
@@ -150,19 +191,30 @@ class Informer:
                 on_add(obj)
 
     async def run(self) -> None:
+        need_list = True
         while True:
             try:
-                await self._list()
-                await self._watch()
+                if need_list:
+                    await self._list()
+                    need_list = False
+                if not await self._watch():
+                    await self.backoff.wait()  # a very short watch: back off before the next one
             except asyncio.CancelledError:
                 raise
             except APIError as err:
-                if not err.gone:
-                    log.warning("%s informer: %s", self.info.plural, err)
-                    await asyncio.sleep(RETRY_DELAY)
-            except (aiohttp.ClientError, OSError, TimeoutError) as err:
-                log.warning("%s informer: connection problem: %s", self.info.plural, err)
-                await asyncio.sleep(RETRY_DELAY)
+                if err.gone:  # the history since our resourceVersion is gone: only a list catches up
+                    log.info("%s informer: %s; listing again", self.info.plural, err)
+                    if not need_list and asyncio.get_running_loop().time() - self._listed_at < SHORT_WATCH:
+                        await self.backoff.wait()  # a watch from a fresh list is Gone at once: do not spin
+                    need_list = True
+                    continue
+                log.warning("%s informer: %s", self.info.plural, err)
+                await self.backoff.wait()
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
+                # ValueError: a garbled event line. The next watch resumes from the last resourceVersion.
+                log.warning("%s informer: connection problem: %s", self.info.plural,
+                            str(err) or type(err).__name__)
+                await self.backoff.wait()
 
     async def _list(self) -> None:
         items: list[Obj] = []
@@ -179,6 +231,7 @@ class Informer:
                 break
         self._replace(items)
         self.resource_version = revision
+        self._listed_at = asyncio.get_running_loop().time()
         self.synced.set()
 
     def _replace(self, items: list[Obj]) -> None:
@@ -194,21 +247,29 @@ class Informer:
             if old is not None:
                 self._notify_delete(old)
 
-    async def _watch(self) -> None:
-        """Watch until an error; a normal end of the stream just starts the next watch."""
-        while True:
-            async for event_type, obj in self.client.watch(
-                    self.info, self.namespace, resource_version=self.resource_version,
-                    label_selector=self.label_selector, field_selector=self.field_selector,
-                    timeout_seconds=WATCH_TIMEOUT):
-                self.resource_version = obj.get("metadata", {}).get("resourceVersion", self.resource_version)
-                if event_type != "BOOKMARK":
-                    self._apply(event_type, obj)
+    async def _watch(self) -> bool:
+        """One watch from the last resourceVersion, until the server ends it; False when it ended at once
+        without an event. Errors, ERROR events included, raise."""
+        timeout = self.watch_timeout or int(WATCH_TIMEOUT * (1 + random.random()))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        events = 0
+        async for event_type, obj in self.client.watch(
+                self.info, self.namespace, resource_version=self.resource_version,
+                label_selector=self.label_selector, field_selector=self.field_selector,
+                timeout_seconds=timeout):
+            events += 1
+            if event_type != "BOOKMARK":
+                self._apply(event_type, obj)
+            self.resource_version = obj.get("metadata", {}).get("resourceVersion") or self.resource_version
+        return events > 0 or loop.time() - started >= SHORT_WATCH
 
     def _apply(self, event_type: str, obj: Obj) -> None:
         if event_type == "DELETED":
-            old = self.store.remove(object_key(obj))
-            self._notify_delete(old or obj)
+            # Handlers get the object's final state, as the event carries it; a deletion of an object never
+            # known is dropped (client-go's DeltaFIFO does the same).
+            if self.store.remove(object_key(obj)) is not None:
+                self._notify_delete(obj)
             return
         old = self.store.put(obj)
         for handler in self._handlers:
