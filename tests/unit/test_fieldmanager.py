@@ -19,7 +19,7 @@ from pocketkube.apiserver.fieldmanager import (
     merge,
     validate_patch_options,
 )
-from pocketkube.apiserver.fieldpath import FieldSet, key_element, make_path, path_string
+from pocketkube.apiserver.fieldpath import VALUE, FieldSet, key_element, make_path, path_string, serialize_pe
 
 DEPLOYMENT = "io.k8s.api.apps.v1.Deployment"
 POD = "io.k8s.api.core.v1.Pod"
@@ -656,6 +656,25 @@ def test_merge_and_compare_helpers() -> None:
     assert [path_string(p) for p in cmp.removed.paths()] == [".spec.replicas"]
     assert [path_string(p) for p in cmp.added.paths()] == [".spec.paused"]
     assert cmp.modified.empty()
+
+
+def test_compare_skips_equal_subtrees_but_not_a_boolean_become_a_number() -> None:
+    live = {"spec": {"replicas": 1, "template": {"spec": {"hostNetwork": True}}}}
+    same = compare(DEPLOYMENT, live, copy.deepcopy(live))
+    assert same.added.empty() and same.removed.empty() and same.modified.empty()
+    # equal to Python (True == 1), yet a change of type
+    changed = compare(DEPLOYMENT, live, {"spec": {"replicas": True, "template": {"spec": {"hostNetwork": 1}}}})
+    assert sorted(path_string(p) for p in changed.modified.paths()) == [
+        ".spec.replicas", ".spec.template.spec.hostNetwork"]
+    # an integral float is the same number
+    assert compare(DEPLOYMENT, live, {"spec": {"replicas": 1.0, "template": {"spec": {"hostNetwork": True}}}}) \
+        .modified.empty()
+
+
+def test_remembered_serializations_keep_booleans_and_numbers_apart() -> None:
+    assert [serialize_pe((VALUE, v)) for v in (True, 1, 1.0, True)] == ["v:true", "v:1", "v:1", "v:true"]
+    assert serialize_pe(key_element({"port": 1})) == 'k:{"port":1}'
+    assert serialize_pe(key_element({"port": True})) == 'k:{"port":true}'
 
 
 def test_apply_and_update_are_quick_and_apply_leaves_inputs_alone() -> None:

@@ -15,6 +15,7 @@ with ``insert`` and then treated as immutable: the operations return new sets th
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -65,11 +66,25 @@ def serialize_pe(pe: PathElement) -> str:
     tag, payload = pe
     if tag == FIELD:
         return "f:" + payload
-    if tag == KEY:
-        return "k:{" + ",".join(_go_json(name) + ":" + _go_json(v) for name, v in payload) + "}"
-    if tag == VALUE:
-        return "v:" + _go_json(payload)
-    return f"i:{payload}"
+    if tag == INDEX:
+        return f"i:{payload}"
+    # Keys and values take JSON encoding; the same few recur in every write of an object, so they are
+    # remembered. By repr: an element holding True equals, and hashes as, one holding 1.
+    memo = repr(pe)
+    text = _SERIALIZED.get(memo)
+    if text is None:
+        if tag == KEY:
+            text = "k:{" + ",".join(_go_json(name) + ":" + _go_json(v) for name, v in payload) + "}"
+        else:
+            text = "v:" + _go_json(payload)
+        if len(_SERIALIZED) >= _MEMO_SIZE:
+            _SERIALIZED.clear()
+        _SERIALIZED[memo] = text
+    return text
+
+
+_MEMO_SIZE = 50_000
+_SERIALIZED: dict[str, str] = {}
 
 
 def _freeze(value: Any) -> Any:
@@ -85,8 +100,10 @@ def key_element(fields: dict[str, Any]) -> PathElement:
     return (KEY, tuple((name, _freeze(fields[name])) for name in sorted(fields)))
 
 
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def deserialize_pe(text: str) -> PathElement | None:
-    """Parse one FieldsV1 key. None for an unknown element type (upstream drops those); ValueError if bad."""
+    """Parse one FieldsV1 key. None for an unknown element type (upstream drops those); ValueError if bad.
+    Remembered: the result is immutable, and the same keys come back in every write of an object."""
     if len(text) < 2 or text[1] != ":":
         raise ValueError(f"invalid path element {text!r}")
     tag, body = text[0], text[2:]
