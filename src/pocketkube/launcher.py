@@ -22,7 +22,7 @@ from pocketkube.apiserver.componentstatus import HEALTHY, Health
 from pocketkube.apiserver.pki import PKI, kubeconfig_path, write_kubeconfig
 from pocketkube.apiserver.server import APIServer, ServerConfig
 from pocketkube.client.rest import Client, ClientConfig
-from pocketkube.controllers.base import ClusterSigning
+from pocketkube.controllers.base import ClusterSigning, ControllerSettings
 from pocketkube.controllers.manager import ControllerManager
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,18 @@ class ControllerManagerOptions:
     # The CA that signs approved CertificateSigningRequests; the server passes its own, as k3s does.
     signing_cert_file: Path | None = None
     signing_key_file: Path | None = None
+    # kube-controller-manager's flags of the same names (seconds for the periods), with upstream's defaults.
+    node_monitor_grace_period: float = 40.0
+    node_startup_grace_period: float = 60.0
+    terminated_pod_gc_threshold: int = 12500
 
     def args(self) -> list[str]:
-        args = ["--default-local-storage-path", str(self.local_storage_path)]
+        from pocketkube.cli.flags import go_duration
+
+        args = ["--default-local-storage-path", str(self.local_storage_path),
+                "--node-monitor-grace-period", go_duration(self.node_monitor_grace_period),
+                "--node-startup-grace-period", go_duration(self.node_startup_grace_period),
+                "--terminated-pod-gc-threshold", str(self.terminated_pod_gc_threshold)]
         if self.signing_cert_file is not None and self.signing_key_file is not None:
             args += ["--cluster-signing-cert-file", str(self.signing_cert_file),
                      "--cluster-signing-key-file", str(self.signing_key_file)]
@@ -127,6 +136,12 @@ class ControllerManagerOptions:
         if self.signing_cert_file is None or self.signing_key_file is None:
             return None
         return ClusterSigning(self.signing_cert_file, self.signing_key_file)
+
+    @property
+    def settings(self) -> ControllerSettings:
+        return ControllerSettings(node_monitor_grace_period=self.node_monitor_grace_period,
+                                  node_startup_grace_period=self.node_startup_grace_period,
+                                  terminated_pod_gc_threshold=self.terminated_pod_gc_threshold)
 
 
 @dataclass
@@ -195,4 +210,4 @@ async def run_controller_manager(client_config: ClientConfig, options: Controlle
                                  stop: asyncio.Event) -> None:
     async with Client(client_config, user_agent="pocketkube-controller-manager") as client:
         await ControllerManager(client, local_storage_path=options.local_storage_path,
-                                signing=options.signing).run(stop)
+                                signing=options.signing, settings=options.settings).run(stop)

@@ -1,9 +1,11 @@
 """Node lifecycle and taint-based eviction against a real API server with simulated nodes: a node whose
 heartbeats stop turns Unknown and gets tainted, its pods lose Ready and are evicted per tolerationSeconds,
-recovery removes the taints, and cordoning adds the unschedulable taint."""
+recovery removes the taints, and cordoning adds the unschedulable taint. Last, the grace period set by
+`pocketkube server --node-monitor-grace-period` reaches the controller manager the server starts."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,8 +13,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster
-from harness import bare_server, connect, eventually, running
+from cluster import Cluster, new_cluster
+from harness import bare_server, connect, eventually, get_or_none, resource, running
 
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.client.rest import APIError, Client
@@ -180,3 +182,44 @@ async def test_cordon_adds_unschedulable_taint(env: tuple[Client, SimulatedNodes
     await eventually(lambda: has(True), 5, "unschedulable taint")
     await client.patch(NODES, node, {"spec": {"unschedulable": None}})
     await eventually(lambda: has(False), 5, "unschedulable taint removed")
+
+
+@pytest.fixture
+def flagged_server() -> Iterator[Cluster]:
+    """A server that runs its own controller manager (a child process), told a 2 s grace period by flags."""
+    cluster = new_cluster(extra_args=["--disable-scheduler", f"--node-monitor-grace-period={GRACE:g}s",
+                                      f"--node-startup-grace-period={GRACE:g}s"])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+async def test_server_flag_sets_the_controller_managers_grace_period(flagged_server: Cluster) -> None:
+    leases = resource("coordination.k8s.io", "leases")
+
+    async def leading() -> bool:
+        lease = await get_or_none(client, leases, "kube-controller-manager", "kube-system")
+        return bool(lease and (lease.get("spec") or {}).get("holderIdentity"))
+
+    async with connect(flagged_server) as client:
+        nodes = SimulatedNodes(client, 1, SimulationConfig(name_prefix="flag-", lease_interval=0.5,
+                                                           status_interval=1.0))
+        async with running(client, nodes=nodes):
+            await eventually(leading, 30, "the controller manager to lead")
+            await eventually(lambda: ready_node(client, "flag-0"), 10, "flag-0 Ready")
+            nodes.pause("flag-0")
+            stopped = time.monotonic()
+
+            async def unknown() -> bool:
+                n = await client.get(NODES, "flag-0")
+                return conditions(n)["Ready"]["status"] == "Unknown"
+            await eventually(unknown, 15, "Ready=Unknown")  # far sooner than the default 40 s
+            assert time.monotonic() - stopped >= GRACE - 0.6
+
+
+async def ready_node(client: Client, name: str) -> bool:
+    n = await client.get(NODES, name)
+    return conditions(n).get("Ready", {}).get("status") == "True"

@@ -39,6 +39,7 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
                    help="where the local-path provisioner puts volumes (default DATA_DIR/storage)")
     p.add_argument("--disable-controller-manager", action="store_true",
                    help="do not start the controller manager with the server")
+    _controller_flags(p)
     p.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler with the server")
     p.add_argument("--disable-admission-plugins", default="", metavar="NAMES",
                    help="comma-separated admission plugins to turn off (all run by default)")
@@ -46,6 +47,19 @@ def _server_parser(sub: argparse._SubParsersAction) -> None:
                    help="do not run a kubelet (this machine as a node) with the server")
     _node_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _controller_flags(p: argparse.ArgumentParser) -> None:
+    """kube-controller-manager's flags of its controllers, by upstream's names, syntax and defaults; `server`
+    passes them to the controller manager it starts."""
+    p.add_argument("--node-monitor-grace-period", default="40s", metavar="DURATION",
+                   help="how long a running node may go without heartbeats before it is marked unhealthy "
+                        "(Ready=Unknown) (%(default)s)")
+    p.add_argument("--node-startup-grace-period", default="1m0s", metavar="DURATION",
+                   help="the same for a node that has not reported Ready yet (%(default)s)")
+    p.add_argument("--terminated-pod-gc-threshold", default="12500", metavar="N",
+                   help="terminated pods kept before the pod garbage collector deletes the oldest; <= 0 keeps "
+                        "them all (%(default)s)")
 
 
 def _node_flags(p: argparse.ArgumentParser) -> None:
@@ -137,6 +151,7 @@ def _controller_manager_parser(sub: argparse._SubParsersAction) -> None:
                         "signers; without it and --cluster-signing-key-file nothing signs them")
     p.add_argument("--cluster-signing-key-file", type=Path, default=None, metavar="FILE",
                    help="the private key (PEM) of --cluster-signing-cert-file")
+    _controller_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -260,15 +275,24 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     return 0
 
 
-def _controller_manager_options(storage_path: Path, signing_cert_file: Path | None = None,
-                                signing_key_file: Path | None = None) -> ControllerManagerOptions:
+def controller_manager_options(args: argparse.Namespace, storage_path: Path) -> ControllerManagerOptions:
+    """The controller manager's settings from `controller-manager`'s or `server`'s flags; ValueError (one
+    line, as pflag words it for a bad value) names a bad one."""
     from pocketkube.api import localpath
+    from pocketkube.cli.flags import duration_flag, int32_flag
     from pocketkube.launcher import ControllerManagerOptions
 
+    # `server` has no signing flags: it passes its own CA.
+    signing_cert_file = getattr(args, "cluster_signing_cert_file", None)
+    signing_key_file = getattr(args, "cluster_signing_key_file", None)
     if (signing_cert_file is None) != (signing_key_file is None):
         raise ValueError("--cluster-signing-cert-file and --cluster-signing-key-file go together")
-    return ControllerManagerOptions(local_storage_path=localpath.storage_root(storage_path),
-                                    signing_cert_file=signing_cert_file, signing_key_file=signing_key_file)
+    return ControllerManagerOptions(
+        local_storage_path=localpath.storage_root(storage_path), signing_cert_file=signing_cert_file,
+        signing_key_file=signing_key_file,
+        node_monitor_grace_period=duration_flag("--node-monitor-grace-period", args.node_monitor_grace_period),
+        node_startup_grace_period=duration_flag("--node-startup-grace-period", args.node_startup_grace_period),
+        terminated_pod_gc_threshold=int32_flag("--terminated-pod-gc-threshold", args.terminated_pod_gc_threshold))
 
 
 def _run_controller_manager(args: argparse.Namespace) -> int:
@@ -276,9 +300,8 @@ def _run_controller_manager(args: argparse.Namespace) -> int:
     from pocketkube.launcher import run_controller_manager
 
     try:
+        options = controller_manager_options(args, args.default_local_storage_path)
         config = ClientConfig.from_kubeconfig(args.kubeconfig)
-        options = _controller_manager_options(args.default_local_storage_path, args.cluster_signing_cert_file,
-                                              args.cluster_signing_key_file)
     except (OSError, ValueError) as err:
         _logger().error("%s", err)
         return 2
@@ -299,8 +322,8 @@ def _run_server(args: argparse.Namespace) -> int:
     controller_manager = None
     if not args.disable_controller_manager:
         try:
-            controller_manager = _controller_manager_options(args.default_local_storage_path or
-                                                             args.data_dir / "storage")
+            controller_manager = controller_manager_options(args, args.default_local_storage_path or
+                                                            args.data_dir / "storage")
         except ValueError as err:
             _logger().error("%s", err)
             return 2
@@ -371,6 +394,23 @@ def _run_container_cleanup(argv: list[str]) -> int:
     return run(args.data_dir, args.container)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the control-plane and node commands (not of those dispatched before it, in main)."""
+    parser = argparse.ArgumentParser(prog="pocketkube", description="Kubernetes and its container engine, "
+                                     "in Python")
+    parser.add_argument("--version", action="version",
+                        version=f"pocketkube {__version__} (Kubernetes {KUBERNETES_VERSION})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _server_parser(sub)
+    _controller_manager_parser(sub)
+    _scheduler_parser(sub)
+    _agent_parser(sub)
+    _kubelet_parser(sub)
+    sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
+    _engine_parsers(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["container-cleanup"]:
@@ -396,18 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["build"]:
         return _run_build_command(argv)
 
-    parser = argparse.ArgumentParser(prog="pocketkube", description="Kubernetes and its container engine, "
-                                     "in Python")
-    parser.add_argument("--version", action="version",
-                        version=f"pocketkube {__version__} (Kubernetes {KUBERNETES_VERSION})")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _server_parser(sub)
-    _controller_manager_parser(sub)
-    _scheduler_parser(sub)
-    _agent_parser(sub)
-    _kubelet_parser(sub)
-    sub.add_parser("kubectl", help="run kubectl against this machine's cluster (pocketkube kubectl ARGS...)")
-    _engine_parsers(sub)
+    parser = build_parser()
     args = parser.parse_args(argv)
     import logging
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,16 @@ class ClusterSigning:
     duration: dt.timedelta = dt.timedelta(days=365)
 
 
+@dataclass(frozen=True)
+class ControllerSettings:
+    """kube-controller-manager's per-controller flags that pocketkube takes; None leaves a controller its own
+    default (what the in-process tests rely on when they shrink a controller's periods in a subclass)."""
+
+    node_monitor_grace_period: float | None = None  # --node-monitor-grace-period, seconds
+    node_startup_grace_period: float | None = None  # --node-startup-grace-period, seconds
+    terminated_pod_gc_threshold: int | None = None  # --terminated-pod-gc-threshold; <= 0 turns that part off
+
+
 @dataclass
 class ControllerContext:
     """What a controller may use: the API (client), shared informers, an event recorder, the kinds, and the
@@ -43,6 +53,7 @@ class ControllerContext:
     # PersistentVolume controller needs it.
     local_storage_path: Path | None = None
     signing: ClusterSigning | None = None  # only the CSR signing controller needs it
+    settings: ControllerSettings = field(default_factory=ControllerSettings)
 
     def resource(self, group: str, version: str, plural: str) -> ResourceInfo:
         info = self.catalog.resource(group, version, plural)

@@ -13,7 +13,7 @@ from pocketkube.client.events import EventRecorder
 from pocketkube.client.informer import InformerFactory
 from pocketkube.client.leaderelection import LeaderElector
 from pocketkube.client.rest import Client
-from pocketkube.controllers.base import ClusterSigning, Controller, ControllerContext
+from pocketkube.controllers.base import ClusterSigning, Controller, ControllerContext, ControllerSettings
 from pocketkube.controllers.cronjob import CronJobController
 from pocketkube.controllers.csrsigning import CSRSigningController
 from pocketkube.controllers.daemonset import DaemonSetController
@@ -62,12 +62,13 @@ LEASE_NAME = "kube-controller-manager"
 class ControllerManager:
     def __init__(self, client: Client, *, controllers: tuple[type[Controller], ...] = CONTROLLERS,
                  identity: str | None = None, local_storage_path: Path | None = None,
-                 signing: ClusterSigning | None = None) -> None:
+                 signing: ClusterSigning | None = None, settings: ControllerSettings | None = None) -> None:
         self.client = client
         self.controller_types = controllers
         self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
         self.local_storage_path = local_storage_path
         self.signing = signing
+        self.settings = settings or ControllerSettings()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, or until leadership is lost."""
@@ -82,7 +83,8 @@ class ControllerManager:
             return
         informers = InformerFactory(self.client)
         ctx = ControllerContext(self.client, informers, EventRecorder(self.client, "controller-manager"),
-                                ResourceCatalog(), local_storage_path=self.local_storage_path, signing=self.signing)
+                                ResourceCatalog(), local_storage_path=self.local_storage_path, signing=self.signing,
+                                settings=self.settings)
         controllers = [cls(ctx) for cls in self.controller_types if cls.wanted(ctx)]
         informers.start()
         await informers.wait_synced()

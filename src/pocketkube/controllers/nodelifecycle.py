@@ -126,6 +126,12 @@ class NodeLifecycleController(Controller):
                                            "startup_grace_period": startup_grace_period})
 
     def setup(self) -> None:
+        # The controller manager's flags, when given, win over the class's periods.
+        settings = self.ctx.settings
+        if settings.node_monitor_grace_period is not None:
+            self.grace_period = settings.node_monitor_grace_period
+        if settings.node_startup_grace_period is not None:
+            self.startup_grace_period = settings.node_startup_grace_period
         self.nodes = self.ctx.informer("", "v1", "nodes")
         self.leases = self.ctx.informers.informer(self.ctx.resource("coordination.k8s.io", "v1", "leases"),
                                                   LEASE_NAMESPACE)

@@ -65,6 +65,9 @@ class PodGCController(Controller):
 
     def __init__(self, ctx: ControllerContext, *, terminated_pod_threshold: int | None = None,
                  gc_period: float | None = None, quarantine: float | None = None) -> None:
+        # An argument wins over the controller manager's --terminated-pod-gc-threshold, which wins over the class's.
+        if terminated_pod_threshold is None:
+            terminated_pod_threshold = ctx.settings.terminated_pod_gc_threshold
         if terminated_pod_threshold is not None:
             self.terminated_pod_threshold = terminated_pod_threshold
         if gc_period is not None:
