@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,3 +153,13 @@ def new_cluster(datastore: str = "", extra_args: list[str] | None = None) -> Clu
         # name their node and isolate its settings, run one.
         args.append("--disable-agent")
     return Cluster(data_dir, free_port(), datastore, extra_args=args)
+
+
+def serving(cluster: Cluster) -> Iterator[Cluster]:
+    """Start `cluster` for a fixture to yield from; stopped and its data removed afterwards."""
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)

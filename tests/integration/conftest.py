@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster, new_cluster, serving
 
 from etcd_fixture import running_etcd
 
@@ -17,18 +16,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A running pocketkube server on the embedded SQLite store or on a real etcd."""
     if request.param == "etcd":
         with running_etcd() as url:
-            yield from _run(new_cluster(url))
+            yield from serving(new_cluster(url))
     else:
-        yield from _run(new_cluster())
-
-
-def _run(cluster: Cluster) -> Iterator[Cluster]:
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        yield from serving(new_cluster())
 
 
 @pytest.fixture

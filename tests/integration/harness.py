@@ -8,14 +8,13 @@ configured (short periods, injected clocks) and watched.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from cluster import Cluster, new_cluster
+from cluster import Cluster, new_cluster, serving
 
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
 from pocketkube.client.rest import APIError, Client, ClientConfig
@@ -40,13 +39,7 @@ _NAMESPACES = resource("", "namespaces")
 def bare_server(*extra_args: str) -> Iterator[Cluster]:
     """A started server without controller manager and scheduler (for a module-scoped fixture to yield from);
     removed with its data when the module is done."""
-    cluster = new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler", *extra_args])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from serving(new_cluster(extra_args=["--disable-controller-manager", "--disable-scheduler", *extra_args]))
 
 
 def connect(cluster: Cluster) -> Client:

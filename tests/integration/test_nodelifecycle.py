@@ -5,7 +5,6 @@ recovery removes the taints, and cordoning adds the unschedulable taint. Last, t
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster import Cluster, new_cluster
+from cluster import Cluster, new_cluster, serving
 from harness import bare_server, connect, eventually, get_or_none, resource, running
 
 from pocketkube.api.kinds import ResourceCatalog
@@ -187,14 +186,8 @@ async def test_cordon_adds_unschedulable_taint(env: tuple[Client, SimulatedNodes
 @pytest.fixture
 def flagged_server() -> Iterator[Cluster]:
     """A server that runs its own controller manager (a child process), told a 2 s grace period by flags."""
-    cluster = new_cluster(extra_args=["--disable-scheduler", f"--node-monitor-grace-period={GRACE:g}s",
-                                      f"--node-startup-grace-period={GRACE:g}s"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    yield from serving(new_cluster(extra_args=["--disable-scheduler", f"--node-monitor-grace-period={GRACE:g}s",
+                                               f"--node-startup-grace-period={GRACE:g}s"]))
 
 
 async def test_server_flag_sets_the_controller_managers_grace_period(flagged_server: Cluster) -> None:
