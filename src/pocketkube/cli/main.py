@@ -260,6 +260,8 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
     import uvloop
 
+    from pocketkube.client.leaderelection import LeaderElectionLost
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -271,6 +273,11 @@ def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         uvloop.run(main())
     except OSError as err:
         _logger().error("cannot start: %s", err)
+        return 1
+    except LeaderElectionLost as err:
+        # As kube-controller-manager and kube-scheduler: a component that lost its lease exits, and its
+        # supervisor starts it again as a fresh candidate.
+        _logger().error("leaderelection lost: %s; exiting", err)
         return 1
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pocketkube.api.kinds import ResourceCatalog
 from pocketkube.client.events import EventRecorder
 from pocketkube.client.informer import InformerFactory
-from pocketkube.client.leaderelection import LeaderElector
+from pocketkube.client.leaderelection import ElectionTiming, LeaderElector
 from pocketkube.client.rest import Client
 from pocketkube.controllers.base import ClusterSigning, Controller, ControllerContext, ControllerSettings
 from pocketkube.controllers.cronjob import CronJobController
@@ -62,40 +62,50 @@ LEASE_NAME = "kube-controller-manager"
 class ControllerManager:
     def __init__(self, client: Client, *, controllers: tuple[type[Controller], ...] = CONTROLLERS,
                  identity: str | None = None, local_storage_path: Path | None = None,
-                 signing: ClusterSigning | None = None, settings: ControllerSettings | None = None) -> None:
+                 signing: ClusterSigning | None = None, settings: ControllerSettings | None = None,
+                 election: ElectionTiming | None = None) -> None:
+        election = election or ElectionTiming()
+        election.validate()
         self.client = client
         self.controller_types = controllers
         self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
         self.local_storage_path = local_storage_path
         self.signing = signing
         self.settings = settings or ControllerSettings()
+        self.election = election
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, or until leadership is lost."""
-        elector = LeaderElector(self.client, LEASE_NAME, self.identity)
-        election = asyncio.create_task(elector.run(), name="leader-election")
-        stopping = asyncio.create_task(stop.wait())
-        leading = asyncio.create_task(elector.is_leader.wait())
-        await asyncio.wait({stopping, leading}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            for task in (election, leading):
-                task.cancel()
-            return
+        """Run the controllers while this manager holds the kube-system/kube-controller-manager Lease, until
+        `stop` is set (then the Lease is released). Raises LeaderElectionLost once leadership is lost: the
+        controllers have been stopped by then, and the process is to exit, as kube-controller-manager does, for
+        its supervisor to restart it."""
+        # Leader election gets a client (and connection pool) of its own, as upstream's: renewals must not
+        # queue behind the controllers' requests.
+        async with Client(self.client.config, user_agent="pocketkube-controller-manager/leader-election") as lec:
+            elector = LeaderElector(lec, LEASE_NAME, self.identity, lease_duration=self.election.lease_duration,
+                                    renew_deadline=self.election.renew_deadline,
+                                    retry_period=self.election.retry_period)
+            await elector.lead(stop, self._run_controllers)
+
+    async def _run_controllers(self) -> None:
+        """Informers and controllers, until cancelled (or until a controller ends)."""
         informers = InformerFactory(self.client)
         ctx = ControllerContext(self.client, informers, EventRecorder(self.client, "controller-manager"),
                                 ResourceCatalog(), local_storage_path=self.local_storage_path, signing=self.signing,
                                 settings=self.settings)
         controllers = [cls(ctx) for cls in self.controller_types if cls.wanted(ctx)]
-        informers.start()
-        await informers.wait_synced()
-        log.info("controller manager running: %s", ", ".join(c.name for c in controllers))
-        running = [asyncio.create_task(c.run(), name=f"controller-{c.name}") for c in controllers]
-        lost = asyncio.create_task(elector.lost.wait())
+        running: list[asyncio.Task[None]] = []
         try:
-            await asyncio.wait({stopping, lost, *running}, return_when=asyncio.FIRST_COMPLETED)
+            informers.start()
+            await informers.wait_synced()
+            log.info("controller manager running: %s", ", ".join(c.name for c in controllers))
+            running = [asyncio.create_task(c.run(), name=f"controller-{c.name}") for c in controllers]
+            if running:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.get_running_loop().create_future()  # nothing to run: hold on until cancelled
         finally:
-            for task in (*running, election, stopping, lost):
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*running, election, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
             await informers.stop()
-            await asyncio.wait_for(elector.release(), 5)

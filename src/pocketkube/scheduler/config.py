@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from pocketkube.api.cron import parse_go_duration
+from pocketkube.client.leaderelection import ElectionTiming
 from pocketkube.scheduler.framework import EXTENSION_METHODS, EXTENSION_POINTS, Plugin
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
@@ -59,6 +61,9 @@ class SchedulerConfiguration:
     leader_elect: bool = True
     lease_name: str = "kube-scheduler"
     lease_namespace: str = "kube-system"
+    lease_duration: float = 15.0  # leaderElection.leaseDuration, renewDeadline, retryPeriod (seconds)
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 def merge_plugin_set(default: PluginSet, custom: PluginSet) -> PluginSet:
@@ -146,11 +151,31 @@ def parse_configuration(raw: Mapping[str, Any] | None, registry: Mapping[str, ty
     max_backoff = raw.get("podMaxBackoffSeconds")
     election = raw.get("leaderElection") or {}
     percentage = raw.get("percentageOfNodesToScore")
+    timing = ElectionTiming(*(_duration(election, key, default) for key, default in (
+        ("leaseDuration", 15.0), ("renewDeadline", 10.0), ("retryPeriod", 2.0))))
+    leader_elect = bool(election.get("leaderElect", True))
+    try:
+        if leader_elect:  # as upstream, the durations are checked only when they are used
+            timing.validate()
+    except ValueError as err:
+        raise ValueError(f"leaderElection: Invalid value: {err}") from None
     return SchedulerConfiguration(
         profiles, None if percentage is None else int(percentage),
         float(1 if backoff is None else backoff), float(10 if max_backoff is None else max_backoff),
-        bool(election.get("leaderElect", True)), election.get("resourceName") or "kube-scheduler",
-        election.get("resourceNamespace") or "kube-system")
+        leader_elect, election.get("resourceName") or "kube-scheduler",
+        election.get("resourceNamespace") or "kube-system", timing.lease_duration, timing.renew_deadline,
+        timing.retry_period)
+
+
+def _duration(section: Mapping[str, Any], key: str, default: float) -> float:
+    """A metav1.Duration field ("15s", "1m30s"), or the default when absent."""
+    value = section.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        return parse_go_duration(str(value))
+    except ValueError as err:
+        raise ValueError(f"leaderElection.{key}: Invalid value: {value!r}: {err}") from None
 
 
 def load_configuration(path: Path | None, registry: Mapping[str, type[Plugin]]) -> SchedulerConfiguration:

@@ -588,27 +588,24 @@ class Scheduler:
 
     # -- running --------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set (or leadership is lost)."""
+        """Run until `stop` is set. With leader election, schedule only while holding the Lease (released on
+        stop); LeaderElectionLost is raised once leadership is lost, after scheduling has stopped: the process
+        is to exit, as kube-scheduler does, for its supervisor to restart it."""
         assert self.client is not None
         if not self.config.leader_elect:
-            await self._run_leading(stop, None)
+            await self._run_leading(stop)
             return
-        elector = LeaderElector(self.client, self.config.lease_name, self.identity,
-                                namespace=self.config.lease_namespace)
-        election = asyncio.create_task(elector.run(), name="scheduler-leader-election")
-        stopping = asyncio.create_task(stop.wait())
-        leading = asyncio.create_task(elector.is_leader.wait())
-        try:
-            await asyncio.wait({stopping, leading}, return_when=asyncio.FIRST_COMPLETED)
-            if not stop.is_set():
-                await self._run_leading(stop, elector)
-        finally:
-            for task in (election, stopping, leading):
-                task.cancel()
-            await asyncio.gather(election, stopping, leading, return_exceptions=True)
-            await asyncio.wait_for(elector.release(), 5)
+        # Leader election gets a client (and connection pool) of its own, as upstream's: renewals must not
+        # queue behind binding requests.
+        async with Client(self.client.config, user_agent="pocketkube-scheduler/leader-election") as lec:
+            elector = LeaderElector(lec, self.config.lease_name, self.identity,
+                                    namespace=self.config.lease_namespace,
+                                    lease_duration=self.config.lease_duration,
+                                    renew_deadline=self.config.renew_deadline,
+                                    retry_period=self.config.retry_period)
+            await elector.lead(stop, lambda: self._run_leading(stop))
 
-    async def _run_leading(self, stop: asyncio.Event, elector: LeaderElector | None) -> None:
+    async def _run_leading(self, stop: asyncio.Event) -> None:
         assert self.client is not None
         informers = InformerFactory(self.client)
         stores = {}
@@ -628,14 +625,14 @@ class Scheduler:
         self._events = asyncio.Queue(EVENT_QUEUE_SIZE)
         background = [asyncio.create_task(self._event_worker()) for _ in range(2)]
         background.append(asyncio.create_task(self.queue.run()))
-        informers.start()
-        await informers.wait_synced()
-        log.info("scheduler running with profiles: %s", ", ".join(self.frameworks))
-        loop_task = asyncio.create_task(self._loop(), name="scheduling-loop")
-        waits = {asyncio.create_task(stop.wait()), loop_task}
-        if elector is not None:
-            waits.add(asyncio.create_task(elector.lost.wait()))
-        try:
+        loop_task: asyncio.Task[None] | None = None
+        waits: set[asyncio.Task[Any]] = set()
+        try:  # cancelled (leadership lost) at any point, everything started here stops
+            informers.start()
+            await informers.wait_synced()
+            log.info("scheduler running with profiles: %s", ", ".join(self.frameworks))
+            loop_task = asyncio.create_task(self._loop(), name="scheduling-loop")
+            waits = {asyncio.create_task(stop.wait()), loop_task}
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.queue.close()
@@ -643,7 +640,8 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*waits, *background, *self._tasks, return_exceptions=True)
             await informers.stop()
-            if loop_task.done() and not loop_task.cancelled() and loop_task.exception() is not None:
+            if loop_task is not None and loop_task.done() and not loop_task.cancelled() \
+                    and loop_task.exception() is not None:
                 raise loop_task.exception()  # type: ignore[misc]
 
     async def _loop(self) -> None:
