@@ -219,16 +219,12 @@ class _Writer(threading.Thread):
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
-                conn.execute("SAVEPOINT op")
                 try:
                     result, event = self._apply(conn, op, revision + 1)
-                except Exception as exc:  # a refused precondition, or anything else: only this op fails
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    error = StorageError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    outcomes.append((op.future, None, error))
+                except (KeyExistsError, KeyNotFoundError, RevisionMismatchError) as exc:
+                    # refused before it wrote anything: only this op fails, the batch goes on
+                    outcomes.append((op.future, None, exc))
                     continue
-                conn.execute("RELEASE op")
                 revision += 1
                 outcomes.append((op.future, result, None))
                 events.append(event)
@@ -247,6 +243,8 @@ class _Writer(threading.Thread):
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, op: _Op, revision: int) -> tuple[KeyValue, Event]:
+        """One op inside the batch's transaction. Its refusals are raised before it writes anything, so a
+        refused op needs no savepoint; an SQLite error fails the whole batch (rolled back, nothing stored)."""
         key_b = op.key.encode()
         row = conn.execute(
             "SELECT create_revision, mod_revision, value FROM current WHERE key = ?", (key_b,)
