@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -242,7 +243,17 @@ def parse_accept(request: web.Request) -> Accept:
     if include not in ("None", "Metadata", "Object"):
         raise errors.bad_request(f"includeObject must be None, Metadata or Object, not {include!r}")
     pretty = request.query.get("pretty", "") in ("1", "t", "T", "TRUE", "true", "True")  # strconv.ParseBool
-    acceptable = False
+    as_kind = _served_as(header)
+    if as_kind is None:
+        raise errors.not_acceptable("only the following media types are accepted: application/json, "
+                                    "application/yaml")
+    return Accept(as_kind, include, pretty)
+
+
+@functools.lru_cache(maxsize=256)
+def _served_as(header: str) -> str | None:
+    """The first media range of an Accept header that is served: "" for plain JSON/YAML, or the kind asked
+    for with as= (Table, PartialObjectMetadata[List]); None when none is. Clients send the same few headers."""
     for media_range in header.split(","):
         pieces = [p.strip() for p in media_range.split(";")]
         mime = pieces[0].lower()
@@ -253,11 +264,7 @@ def parse_accept(request: web.Request) -> Accept:
         if as_kind:
             if params.get("g") == "meta.k8s.io" and params.get("v") in ("v1", "v1beta1") and as_kind in (
                     "Table", "PartialObjectMetadata", "PartialObjectMetadataList"):
-                return Accept(as_kind, include, pretty)
+                return as_kind
             continue
-        acceptable = True
-        break
-    if not acceptable:
-        raise errors.not_acceptable("only the following media types are accepted: application/json, "
-                                    "application/yaml")
-    return Accept("", include, pretty)
+        return ""
+    return None
