@@ -231,10 +231,102 @@ def test_pruning_and_field_validation(crd: Cluster, ns: str) -> None:
     # v1beta1 preserves everything and serves the same stored object with only apiVersion changed
     beta = crd.request("GET", crs(ns, "pruned", "v1beta1")).json()
     assert beta["apiVersion"] == f"{GROUP}/v1beta1" and beta["spec"] == obj["spec"]
+    # Written through v1beta1, stored as v1: the conversion to the storage version prunes with v1's schema,
+    # and reading from storage defaults with it (spec.replicas), whichever version serves the read.
     loose = {"apiVersion": f"{GROUP}/v1beta1", "kind": "CronTab", "metadata": {"name": "loose"},
              "spec": {"whatever": True}}
-    assert crd.request("POST", crs(ns, version="v1beta1"), loose).status == 201
-    assert crd.request("GET", crs(ns, "loose")).json()["spec"] == {"whatever": True}
+    created = crd.request("POST", crs(ns, version="v1beta1"), loose)
+    assert created.status == 201 and created.json()["spec"] == {"replicas": 1}
+    assert crd.request("GET", crs(ns, "loose")).json()["spec"] == {"replicas": 1}
+    assert crd.request("GET", crs(ns, "loose", "v1beta1")).json()["spec"] == {"replicas": 1}
+
+
+def _multi_version_crd(group: str, shape_default: str | None) -> dict:
+    """v1 is stored and declares color; v1beta1 declares legacy; both declare size and shape, whose default
+    (when given) only the storage version has."""
+    def version(name: str, storage: bool, extra: str) -> dict:
+        shape: dict = {"type": "string"}
+        if storage and shape_default is not None:
+            shape["default"] = shape_default
+        return {"name": name, "served": True, "storage": storage, "schema": {"openAPIV3Schema": {
+            "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                "size": {"type": "integer"}, extra: {"type": "string"}, "shape": shape}}}}}}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"gizmos.{group}"},
+            "spec": {"group": group, "scope": "Namespaced", "names": {"plural": "gizmos", "kind": "Gizmo"},
+                     "versions": [version("v1", True, "color"), version("v1beta1", False, "legacy")]}}
+
+
+def _eventually(check: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.1)
+
+
+def test_versions_convert_with_pruning_and_reads_default_with_the_storage_schema(cluster: Cluster, ns: str) -> None:
+    group = f"conv{uuid.uuid4().hex[:6]}.example.com"
+    crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.{group}"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_multi_version_crd(group, None)))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/gizmos.{group}", "--timeout=10s")
+
+    def url(version: str, name: str = "") -> str:
+        return f"/apis/{group}/{version}/namespaces/{ns}/gizmos" + (f"/{name}" if name else "")
+
+    def spec(version: str, name: str) -> dict:
+        return cluster.request("GET", url(version, name)).json()["spec"]
+
+    try:
+        # through v1beta1: color is not v1beta1's (dropped on decoding), legacy is not v1's (dropped on the
+        # way to storage), so only size is left in either version
+        old = {"apiVersion": f"{group}/v1beta1", "kind": "Gizmo", "metadata": {"name": "old"},
+               "spec": {"size": 1, "legacy": "l", "color": "red"}}
+        created = cluster.request("POST", url("v1beta1"), old)
+        assert created.status == 201 and created.json()["spec"] == {"size": 1}
+        assert spec("v1", "old") == {"size": 1} and spec("v1beta1", "old") == {"size": 1}
+        # through v1: color is stored, and served through v1 only; v1beta1 reads are pruned with its schema
+        new = {"apiVersion": f"{group}/v1", "kind": "Gizmo", "metadata": {"name": "new"},
+               "spec": {"size": 2, "color": "blue"}}
+        start = cluster.request("POST", url("v1"), new).json()["metadata"]["resourceVersion"]
+        assert spec("v1", "new") == {"size": 2, "color": "blue"}
+        assert spec("v1beta1", "new") == {"size": 2}
+        beta_items = cluster.request("GET", url("v1beta1")).json()["items"]
+        assert [i["spec"] for i in beta_items] == [{"size": 2}, {"size": 1}]
+        assert [i["apiVersion"] for i in beta_items] == [f"{group}/v1beta1"] * 2
+        assert cluster.request("PATCH", url("v1", "new"), {"spec": {"size": 3}},
+                               content_type="application/merge-patch+json").status == 200
+        watch = cluster.request("GET", url("v1beta1") + f"?watch=1&resourceVersion={start}&timeoutSeconds=1")
+        events = [json.loads(line) for line in watch.body.splitlines() if line.strip()]
+        assert [(e["type"], e["object"]["spec"]) for e in events] == [("MODIFIED", {"size": 3})]
+
+        # a default added to the storage version's schema shows on existing objects when they are read, in
+        # every served version that declares the field (it is not written back to storage)
+        current = cluster.request("GET", crd_path).json()
+        updated = _multi_version_crd(group, "round")
+        current["spec"]["versions"] = updated["spec"]["versions"]
+        assert cluster.request("PUT", crd_path, current).status == 200
+        _eventually(lambda: spec("v1", "old").get("shape") == "round")
+        assert spec("v1beta1", "old") == {"size": 1, "shape": "round"}
+        listed = cluster.request("GET", url("v1")).json()["items"]
+        assert [i["spec"] for i in listed] == [{"size": 3, "color": "blue", "shape": "round"},
+                                               {"size": 1, "shape": "round"}]
+        cached = cluster.request("GET", url("v1") + "?resourceVersion=0").json()["items"]
+        assert [i["spec"].get("shape") for i in cached] == ["round", "round"]
+        paged = cluster.request("GET", url("v1beta1") + "?limit=1").json()["items"]  # read from storage
+        assert paged[0]["spec"] == {"size": 3, "shape": "round"}
+        fresh = cluster.request("POST", url("v1beta1"), {**old, "metadata": {"name": "fresh"}})
+        assert fresh.json()["spec"] == {"size": 1, "shape": "round"}  # the create's answer is read back too
+
+        # and goes again when the default is removed: it was never stored
+        current = cluster.request("GET", crd_path).json()
+        current["spec"]["versions"] = _multi_version_crd(group, None)["spec"]["versions"]
+        assert cluster.request("PUT", crd_path, current).status == 200
+        _eventually(lambda: "shape" not in spec("v1", "old"))
+        assert spec("v1beta1", "old") == {"size": 1}
+        assert [i["spec"] for i in cluster.request("GET", url("v1")).json()["items"]] == [
+            {"size": 1}, {"size": 3, "color": "blue"}, {"size": 1}]
+    finally:
+        cluster.kubectl("delete", "crd", f"gizmos.{group}", "--ignore-not-found", "--timeout=30s")
 
 
 def test_lists_watch_and_selectors(crd: Cluster, ns: str) -> None:

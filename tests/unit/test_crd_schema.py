@@ -8,16 +8,20 @@ from datetime import UTC, datetime
 import pytest
 
 from pocketkube.api.kinds import CustomResource, ResourceInfo
+from pocketkube.apiserver.crd.codec import storage_decoder
 from pocketkube.apiserver.crd.columns import evaluate, go_format, printer_for
-from pocketkube.apiserver.crd.resources import served_infos, version_priority
+from pocketkube.apiserver.crd.resources import served_infos, storage_info, version_priority
 from pocketkube.apiserver.crd.schema import (
     apply_defaults,
+    has_defaults,
     prune,
+    pruned,
     validate_crd_schema,
     validate_list_types,
     validate_value,
 )
 from pocketkube.apiserver.crd.strategy import default_crd, validate_crd
+from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
 
 SCHEMA = {
     "type": "object",
@@ -168,6 +172,88 @@ def test_defaults_fill_missing_and_non_nullable_nulls() -> None:
     empty: dict = {}
     apply_defaults(defaults, empty)
     assert empty == {"spec": {"a": "x"}}  # defaults apply inside defaulted objects too
+
+
+def test_pruned_copies_only_what_loses_fields_and_leaves_the_input_alone() -> None:
+    value = obj(unknown=1, tags=[{"name": "a", "x": 1}, {"name": "b"}], labels={"k": "v"}, color=None,
+                nested=None)
+    value["status"] = {"s": 1}
+    before = copy.deepcopy(value)
+    out = pruned(SCHEMA, value)
+    assert value == before  # untouched
+    assert out["spec"] == {"cronSpec": "12", "tags": [{"name": "a"}, {"name": "b"}], "labels": {"k": "v"},
+                           "nested": None}  # a nullable null stays, a non-nullable one without default goes
+    assert "status" not in out and out["metadata"] is value["metadata"]
+    assert out["spec"]["tags"][1] is value["spec"]["tags"][1] and out["spec"]["labels"] is value["spec"]["labels"]
+    clean = obj(replicas=2, free={"any": 1})
+    assert pruned(SCHEMA, clean) is clean  # nothing to drop: the very same object
+
+
+def test_has_defaults_looks_at_schema_nodes_only() -> None:
+    assert has_defaults(SCHEMA)
+    assert not has_defaults({"type": "object", "properties": {"default": {"type": "string"}}})
+    assert has_defaults({"type": "array", "items": {"type": "object", "properties": {
+        "a": {"type": "string", "default": "x"}}}})
+
+
+def multi_version_crd() -> dict:
+    """v1 stores (and defaults spec.shape); v1beta1 is served, declares legacy, not shape's default."""
+    def schema(*props: str, **defaults: str) -> dict:
+        spec = {p: {"type": "string"} for p in props}
+        for name, value in defaults.items():
+            spec[name]["default"] = value
+        return {"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {"size": {"type": "integer"}, **spec}}}}}
+    crd = crd_object()
+    crd["spec"]["versions"] = [
+        {"name": "v1", "served": True, "storage": True, "schema": schema("color", "shape", shape="round")},
+        {"name": "v1beta1", "served": True, "storage": False, "schema": schema("legacy", "shape")}]
+    return crd
+
+
+def test_conversion_prunes_with_the_target_versions_schema() -> None:
+    v1, v1beta1 = served_infos(multi_version_crd())
+    assert (v1.version, v1beta1.version) == ("v1", "v1beta1")
+    stored = {"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "x"},
+              "spec": {"size": 1, "color": "red", "shape": "square"}}
+    served = from_storage(v1beta1, stored)
+    assert served["apiVersion"] == "stable.example.com/v1beta1" and served["spec"] == {"size": 1, "shape": "square"}
+    assert stored["spec"]["color"] == "red"  # the cached object is never changed
+    same = from_storage(v1, stored)
+    assert same["spec"] is stored["spec"]  # served as stored: nothing to prune
+    request = {"apiVersion": "stable.example.com/v1beta1", "kind": "CronTab", "metadata": {"name": "x"},
+               "spec": {"size": 2, "legacy": "l"}}
+    assert to_storage(v1beta1, request) == {"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+                                            "metadata": {"name": "x"}, "spec": {"size": 2}}
+    # identical schemas: the object was coerced with that very schema already, so it is passed through
+    crd = multi_version_crd()
+    crd["spec"]["versions"][1]["schema"] = copy.deepcopy(crd["spec"]["versions"][0]["schema"])
+    beta = served_infos(crd)[1]
+    assert from_storage(beta, stored)["spec"] is stored["spec"]
+
+
+def test_storage_decoding_defaults_with_the_stored_version_and_coerces_metadata() -> None:
+    crd = multi_version_crd()
+    info = storage_info(crd)
+    assert info is not None
+    key, decode = storage_decoder(info)
+    stored = {"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+              "metadata": {"name": "x", "bogus": 1, "labels": "not-a-map", "resourceVersion": "7"},
+              "spec": {"size": 1, "junk": True, "color": None}}
+    out = decode(stored)
+    assert out["spec"] == {"size": 1, "shape": "round"}  # pruned, null dropped, v1's default
+    assert out["metadata"] == {"name": "x", "resourceVersion": "7", "generation": 1}
+    # an object stored as v1beta1 (an older storage version) is read with v1beta1's schema: no default
+    older = decode({"apiVersion": "stable.example.com/v1beta1", "kind": "CronTab", "metadata": {"name": "y",
+                    "generation": 3}, "spec": {"legacy": "l", "color": "c"}})
+    assert older["spec"] == {"legacy": "l"} and older["metadata"]["generation"] == 3
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "z"}, "data": {"a": "b"}}
+    assert decode(copy.deepcopy(other)) == other  # not this CRD's kind: untouched
+    # the key changes with any version's schema, and only then
+    assert storage_decoder(storage_info(multi_version_crd()))[0] == key  # type: ignore[arg-type]
+    crd["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["n"] = {
+        "type": "integer"}
+    assert storage_decoder(storage_info(crd))[0] != key  # type: ignore[arg-type]
 
 
 # --- checking CRD schemas ---------------------------------------------------------------------------

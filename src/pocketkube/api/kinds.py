@@ -73,6 +73,11 @@ class CustomResource:
     label_selector_path: str = ""
     selectable_fields: tuple[str, ...] = ()  # JSON paths usable in fieldSelector
     terminating: bool = False  # the CRD is being deleted: no new objects
+    # Every version of the CRD, served or not, in the CRD's order: (name, openAPIV3Schema as schema_json spells
+    # it) and (name, scale specReplicasPath or ""). Conversion prunes with the target version's schema, reads
+    # from storage use the stored version's, and managedFields written through /scale map the replicas path.
+    version_schemas: tuple[tuple[str, str], ...] = ()
+    version_replicas_paths: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def definition_name(group: str, version: str, kind: str) -> str:

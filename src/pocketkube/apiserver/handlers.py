@@ -41,7 +41,7 @@ from pocketkube.apiserver.reviews import REVIEWS, ReviewRequest
 from pocketkube.apiserver.satokens import ServiceAccountTokens
 from pocketkube.apiserver.strategicpatch import strategic_merge_patch
 from pocketkube.apiserver.strategies.conversion import from_storage
-from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, WatchItem, decode_kv
+from pocketkube.apiserver.watchcache import CacheWatcher, TooOldError, WatchItem
 from pocketkube.storage.interface import CompactedError, FutureRevisionError
 
 log = logging.getLogger(__name__)
@@ -543,7 +543,7 @@ class ResourceHandler:
             stopped_early = False
             for index, kv in enumerate(result.items):
                 last_key = kv.key
-                obj = decode_kv(kv)
+                obj = self.registry.cache.decode(kv)
                 if matches(obj):
                     items.append(obj)
                 if limit and len(items) >= limit:

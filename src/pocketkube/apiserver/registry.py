@@ -35,7 +35,7 @@ from pocketkube.apiserver.fieldmanager import FieldManager
 from pocketkube.apiserver.strategies import StrategySet
 from pocketkube.apiserver.strategies.conversion import from_storage, to_storage
 from pocketkube.apiserver.strategy import Strategy
-from pocketkube.apiserver.watchcache import WatchCache, decode_kv
+from pocketkube.apiserver.watchcache import CachedKeyValue, WatchCache
 from pocketkube.storage.interface import (
     KeyExistsError,
     KeyNotFoundError,
@@ -97,7 +97,7 @@ def as_written(stored: Obj, revision: int) -> Obj:
 
 def _cached_kv(key: str, obj: Obj) -> KeyValue:
     """A watch-cache object as the store would return it."""
-    return KeyValue(key, encode_for_storage(obj), 0, int(obj["metadata"]["resourceVersion"]))
+    return CachedKeyValue(key, encode_for_storage(obj), 0, int(obj["metadata"]["resourceVersion"]))
 
 
 def deep_copy(obj: Obj) -> Obj:
@@ -161,6 +161,14 @@ class Registry:
         if manager is not None:
             manager.update(live, new, opts.field_manager, now_rfc3339(), subresource)
 
+    def _read_back(self, info: ResourceInfo, stored: Obj, revision: int) -> Obj:
+        """The object just written as a read of it gives: as_written, then the storage decoder if the resource
+        has one (a custom object read back is defaulted with its storage version's schema, as upstream's
+        store decodes what it wrote)."""
+        written = as_written(stored, revision)
+        decoder = self.cache.decoder(info.storage_prefix)
+        return written if decoder is None else decoder(deep_copy(written))
+
     # --- reads -----------------------------------------------------------------------
     async def fresh(self) -> None:
         """Make the cache reflect every acknowledged write before a consistent read."""
@@ -179,7 +187,7 @@ class Registry:
                 kv = await self.storage.get(object_key(info, namespace, name))
                 if kv is None:
                     raise errors.not_found(info.plural, name, info.group)
-                return from_storage(info, decode_kv(kv))
+                return from_storage(info, self.cache.decode(kv))
             await self.fresh()
         obj = self.cached(info, namespace, name)
         if obj is None:
@@ -265,7 +273,7 @@ class Registry:
         except BaseException:
             await self.admission.aborted(attrs)
             raise
-        created = from_storage(info, as_written(stored, kv.mod_revision))
+        created = from_storage(info, self._read_back(info, stored, kv.mod_revision))
         await self.admission.committed(attrs, created)
         return created
 
@@ -334,7 +342,7 @@ class Registry:
             from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
-            served = from_storage(info, decode_kv(current))
+            served = from_storage(info, self.cache.decode(current))
             served_version = served["metadata"].get("resourceVersion")
             try:
                 # `served` was decoded for this request alone: the patch may change it in place, no copy needed.
@@ -367,7 +375,7 @@ class Registry:
         """Write `new` over `current`; when `current` may be behind the store (not `verified`), a write that
         would change nothing raises RevisionMismatchError so that the caller judges it against the store."""
         strategy = self.strategy(info)
-        old = from_storage(info, decode_kv(current))
+        old = from_storage(info, self.cache.decode(current))
         meta = new.setdefault("metadata", {})
         old_meta = old["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
@@ -437,7 +445,7 @@ class Registry:
                         not meta.get("finalizers") and not strategy.deletion_blocked(new):
                     deleted = await self.storage.delete(current.key, current.mod_revision)
                     await strategy.after_delete(new)
-                    gone = from_storage(info, decode_kv(deleted))
+                    gone = from_storage(info, self.cache.decode(deleted))
                     # Admission bookkeeping (quota usage) sees the object go, as after a DELETE.
                     await self.admission.committed(AdmissionAttributes(
                         DELETE, info, attrs.namespace, attrs.name, None, gone, user=opts.user,
@@ -452,7 +460,7 @@ class Registry:
             await self.admission.aborted(attrs)
             raise
         await strategy.after_update(new, old)
-        updated = from_storage(info, as_written(stored, kv.mod_revision))
+        updated = from_storage(info, self._read_back(info, stored, kv.mod_revision))
         await self.admission.committed(attrs, updated)
         return updated
 
@@ -471,10 +479,10 @@ class Registry:
             from_cache = False
             if current is None:
                 raise errors.not_found(info.plural, name, info.group)
-            obj = from_storage(info, decode_kv(current))
+            obj = from_storage(info, self.cache.decode(current))
             try:
                 self._check_preconditions(info, obj, opts)
-                attrs.old_object = from_storage(info, decode_kv(current))
+                attrs.old_object = from_storage(info, self.cache.decode(current))
                 await self.admission.validate(attrs)
             except StatusError:
                 if verified:
@@ -487,22 +495,22 @@ class Registry:
                 policy = "Orphan" if opts.orphan_dependents else "Background"
             grace = strategy.grace_period(obj, opts.grace_period_seconds)
             marked = self._mark_for_deletion(strategy, obj, finalizers, policy, grace)
-            if not verified and (opts.dry_run or (marked and obj == from_storage(info, decode_kv(current)))):
+            if not verified and (opts.dry_run or (marked and obj == from_storage(info, self.cache.decode(current)))):
                 continue  # nothing is written to prove the cache's copy current: read the store
             if opts.dry_run:
                 return obj, not marked
             try:
                 if marked:
-                    if obj == from_storage(info, decode_kv(current)):
+                    if obj == from_storage(info, self.cache.decode(current)):
                         return obj, False
                     kv = await self.storage.update(key, encode_for_storage(to_storage(info, obj)),
                                                    current.mod_revision)
-                    return from_storage(info, decode_kv(kv)), False
+                    return from_storage(info, self.cache.decode(kv)), False
                 deleted = await self.storage.delete(key, current.mod_revision)
             except (RevisionMismatchError, KeyNotFoundError):
                 continue
             await strategy.after_delete(obj)
-            gone = from_storage(info, decode_kv(deleted))
+            gone = from_storage(info, self.cache.decode(deleted))
             await self.admission.committed(attrs, gone)
             return gone, True
 

@@ -2,6 +2,9 @@
 
 LISTs, GETs and watches are served from here, so that many clients do not each hit the store.
 A consistent read first waits until the cache has seen the store's current revision.
+
+A resource may have a storage decoder (custom resources: their CRD's pruning and defaulting on read). The
+cache holds objects decoded, so the work is done once per stored change rather than once per reader.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import bisect
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 ObjectFilter = Callable[[Obj], bool]
+# Turns a freshly decoded stored object (the decoder may change it in place) into the object readers see.
+Decoder = Callable[[Obj], Obj]
 
 ROOT_PREFIX = "/registry/"
 # Events kept per resource for watches that resume from a resourceVersion.
@@ -31,10 +36,15 @@ WATCHER_QUEUE_LIMIT = 50_000
 
 
 def decode_kv(kv: KeyValue) -> Obj:
-    """A stored value as an object carrying its resourceVersion."""
+    """A stored value as an object carrying its resourceVersion (no storage decoder applied)."""
     obj = orjson.loads(kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
     return obj
+
+
+@dataclass(slots=True, frozen=True)
+class CachedKeyValue(KeyValue):
+    """A KeyValue rebuilt from a cached object: its value was already through the storage decoder."""
 
 
 @dataclass(slots=True)
@@ -141,6 +151,13 @@ class ResourceCache:
             if key.startswith(watcher.key_prefix):
                 watcher.offer(event)
 
+    def replace(self, key: str, obj: Obj) -> None:
+        """Put a re-decoded version of a cached object in its place (same resourceVersion, no event)."""
+        replaced = self.objects.get(key)
+        if replaced is not None:
+            self._encoded.pop(id(replaced), None)
+            self.objects[key] = obj
+
     def sorted_keys(self) -> list[str]:
         if self._sorted_keys is None:
             self._sorted_keys = sorted(self.objects)
@@ -186,6 +203,10 @@ class WatchCache:
         # Coalesced "what is the store's revision?" questions (see _current_revision).
         self._revision_asked: asyncio.Future[int] | None = None
         self._revision_next: asyncio.Future[int] | None = None
+        # Storage decoders by resource prefix, with the key each was installed under (see set_decoder).
+        self._decoders: dict[str, Decoder] = {}
+        self._decoder_keys: dict[str, Hashable] = {}
+        self._ever_decoded: set[str] = set()  # prefixes whose cached objects may have been decoded
 
     def resource(self, prefix: str) -> ResourceCache:
         cache = self._resources.get(prefix)
@@ -199,6 +220,62 @@ class WatchCache:
         parts = key.split("/", 4)
         return "/".join(parts[:4]) + "/"
 
+    # --- storage decoders --------------------------------------------------------------------------
+    def decoder(self, prefix: str) -> Decoder | None:
+        return self._decoders.get(prefix) if self._decoders else None
+
+    def decode(self, kv: KeyValue) -> Obj:
+        """A stored value as readers see it: decode_kv, then the resource's storage decoder if it has one
+        (a CachedKeyValue has been through it already)."""
+        obj = decode_kv(kv)
+        if not self._decoders or isinstance(kv, CachedKeyValue):
+            return obj
+        decoder = self._decoders.get(self._split(kv.key))
+        return obj if decoder is None else decoder(obj)
+
+    def set_decoder(self, prefix: str, key: Hashable, decoder: Decoder | None) -> bool:
+        """Install (or, with None, remove) the storage decoder of the resource under ``prefix``.
+
+        Returns True when the cached objects must be read from storage again (``refresh``): the decoding
+        changed for objects that were already decoded. A first decoder applies to the cached objects at once.
+        Installing again under the same key changes nothing.
+        """
+        if decoder is None:
+            self._decoders.pop(prefix, None)
+            self._decoder_keys.pop(prefix, None)
+            return False
+        if prefix in self._decoders and self._decoder_keys.get(prefix) == key:
+            return False
+        first = prefix not in self._ever_decoded
+        self._decoders[prefix] = decoder
+        self._decoder_keys[prefix] = key
+        self._ever_decoded.add(prefix)
+        cache = self._resources.get(prefix)
+        if cache is None or not cache.objects:
+            return False
+        if first:
+            # Cached objects are as stored: decode copies of them (readers may hold the originals).
+            for obj_key, obj in list(cache.objects.items()):
+                cache.replace(obj_key, decoder(orjson.loads(orjson.dumps(obj))))
+            return False
+        return True
+
+    async def refresh(self, prefix: str) -> None:
+        """Decode the cached objects under ``prefix`` again from storage, after their decoder changed.
+
+        An object changed meanwhile is left alone: its newer version came through the watch, decoded anew."""
+        decoder = self._decoders.get(prefix)
+        if decoder is None:
+            return
+        listing = await self.storage.list(prefix)
+        if self._decoders.get(prefix) is not decoder:
+            return  # replaced again meanwhile: that one's refresh takes over
+        cache = self.resource(prefix)
+        for kv in listing.items:
+            current = cache.objects.get(kv.key)
+            if current is not None and current["metadata"].get("resourceVersion") == str(kv.mod_revision):
+                cache.replace(kv.key, decoder(decode_kv(kv)))
+
     async def start(self) -> None:
         await self._fill()
         self._task = asyncio.create_task(self._run(), name="watch-cache")
@@ -208,7 +285,7 @@ class WatchCache:
         self._resources.clear()
         self._start_revision = listing.revision
         for kv in listing.items:
-            self.resource(self._split(kv.key)).objects[kv.key] = decode_kv(kv)
+            self.resource(self._split(kv.key)).objects[kv.key] = self.decode(kv)
         self.revision = listing.revision
         self.ready.set()
 
@@ -232,14 +309,20 @@ class WatchCache:
 
     def _dispatch(self, event: Event) -> None:
         kv = event.kv
+        prefix = self._split(kv.key)
+        decoder = self._decoders.get(prefix) if self._decoders else None
         obj = decode_kv(kv)
-        cache = self.resource(self._split(kv.key))
+        if decoder is not None:
+            obj = decoder(obj)
+        cache = self.resource(prefix)
         prev = cache.objects.get(kv.key)
         if event.prev_kv is not None and (prev is None or prev["metadata"].get("resourceVersion")
                                           != str(event.prev_kv.mod_revision)):
             # Usually the cache holds exactly that version already (its objects are never mutated), and
             # decoding it a second time is a good part of the cost of a write.
             prev = decode_kv(event.prev_kv)
+            if decoder is not None:
+                prev = decoder(prev)
         elif event.prev_kv is None and event.type == "ADDED":
             prev = None
         cache.apply(CacheEvent(event.type, kv.mod_revision, obj, prev, kv.key), kv.key)

@@ -6,7 +6,8 @@ registry like any client would and watching CRDs through the watch cache:
 
 * NamesAccepted / acceptedNames: the requested names unless another CRD of the group holds them.
 * Established: once the names are accepted; the served versions then join the resource catalogue, so
-  discovery, OpenAPI and the generic handlers serve them.
+  discovery, OpenAPI and the generic handlers serve them, and the watch cache decodes the CRD's stored
+  objects as upstream's storage codec does (pruned and defaulted with their stored version's schema).
 * Deletion: the CRD strategy puts the cleanup finalizer on a deleted CRD; here every custom object is
   deleted, then the finalizer is removed and the CRD (and its resources) go away.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from pocketkube.api import errors
 from pocketkube.api.kinds import ResourceCatalog, ResourceInfo
-from pocketkube.apiserver.crd import resources
+from pocketkube.apiserver.crd import codec, resources
 from pocketkube.apiserver.crd.resources import (
     CLEANUP_FINALIZER,
     ESTABLISHED,
@@ -58,7 +59,10 @@ class CRDController:
         self.on_change = on_change
         self.info = info
         self._served: dict[str, list[ResourceInfo]] = {}
+        self._storage_prefixes: dict[str, str] = {}
         self._retry: dict[str, float] = {}
+        # Resource prefixes whose cached objects must be decoded again from storage (their CRD's schemas changed).
+        self._stale: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> asyncio.Task[None]:
@@ -69,6 +73,7 @@ class CRDController:
             crd = from_storage(self.info, obj)
             if _servable(crd):
                 self._serve(crd)
+        await self._refresh_stale()
         return asyncio.create_task(self._run(), name="crd-controller")
 
     def _cache(self) -> ResourceCache:
@@ -123,6 +128,7 @@ class CRDController:
     async def _reconcile_safely(self, name: str) -> None:
         try:
             await self.reconcile(name)
+            await self._refresh_stale()
         except errors.StatusError as err:
             log.debug("CRD %s: %s; retrying", name, err)
             self._requeue(name)
@@ -232,6 +238,7 @@ class CRDController:
         for old in self._served.get(name, []):
             if (old.group, old.version, old.plural) not in keys:
                 self.catalog.remove(old)
+        self._install_decoder(crd)
         for info in infos:
             self.catalog.add(info)
         self._served[name] = infos
@@ -239,6 +246,28 @@ class CRDController:
     def _unserve(self, name: str) -> None:
         for info in self._served.pop(name, []):
             self.catalog.remove(info)
+        prefix = self._storage_prefixes.pop(name, None)
+        if prefix is not None:
+            self.registry.cache.set_decoder(prefix, None, None)
+
+    def _install_decoder(self, crd: Obj) -> None:
+        """The storage decoder of the CRD's objects; objects cached under an older one are read again."""
+        info = resources.storage_info(crd)
+        if info is None:
+            return
+        key, decoder = codec.storage_decoder(info)
+        if self.registry.cache.set_decoder(info.storage_prefix, key, decoder):
+            self._stale.add(info.storage_prefix)
+        self._storage_prefixes[crd["metadata"]["name"]] = info.storage_prefix
+
+    async def _refresh_stale(self) -> None:
+        while self._stale:
+            prefix = self._stale.pop()
+            try:
+                await self.registry.cache.refresh(prefix)
+            except BaseException:
+                self._stale.add(prefix)
+                raise
 
     # --- deletion --------------------------------------------------------------------------------
     async def _finalize(self, crd: Obj) -> None:

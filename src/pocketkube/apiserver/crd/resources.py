@@ -106,11 +106,12 @@ def served_infos(crd: Obj, names: Obj | None = None, *, terminating: bool = Fals
     names = names if names is not None else (s.get("names") or {})
     group = str(s.get("group") or "")
     storage = storage_version(crd)
+    every = _every_version(crd)
     out = []
     for version in versions(crd):
         if version.get("served") is not True:
             continue
-        out.append(_info(crd, group, version, names, storage, terminating))
+        out.append(_info(crd, group, version, names, storage, terminating, every))
     return sorted(out, key=lambda i: version_priority(i.version))
 
 
@@ -120,22 +121,43 @@ def storage_info(crd: Obj) -> ResourceInfo | None:
     storage = storage_version(crd)
     for version in versions(crd):
         if version.get("name") == storage:
-            return _info(crd, str(s.get("group") or ""), version, s.get("names") or {}, storage, False)
+            return _info(crd, str(s.get("group") or ""), version, s.get("names") or {}, storage, False,
+                         _every_version(crd))
     return None
 
 
-def _info(crd: Obj, group: str, version: Obj, names: Obj, storage: str, terminating: bool) -> ResourceInfo:
+def _schema_json(version: Obj) -> str:
+    schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+    return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _every_version(crd: Obj) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(name, schema JSON) and (name, specReplicasPath) of every version, made once per CRD and shared by its
+    ResourceInfos."""
+    schemas = []
+    paths = []
+    for version in versions(crd):
+        name = str(version.get("name") or "")
+        schemas.append((name, _schema_json(version)))
+        scale = _subresources(version).get("scale")
+        paths.append((name, str(scale.get("specReplicasPath") or "") if isinstance(scale, dict) else ""))
+    return tuple(schemas), tuple(paths)
+
+
+def _info(crd: Obj, group: str, version: Obj, names: Obj, storage: str, terminating: bool,
+          every: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]) -> ResourceInfo:
     s = spec(crd)
     subresources = _subresources(version)
     scale = subresources.get("scale") if isinstance(subresources.get("scale"), dict) else None
     subs = tuple(name for name in ("status", "scale") if isinstance(subresources.get(name), dict))
-    schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
     columns = version.get("additionalPrinterColumns") or _default_columns()
     kind = str(names.get("kind") or "")
+    name = str(version.get("name") or "")
+    version_schemas, replicas_paths = every
     custom = CustomResource(
         crd_name=str((crd.get("metadata") or {}).get("name") or ""),
         list_kind=str(names.get("listKind") or kind + "List"),
-        schema_json=orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode(),
+        schema_json=next((text for v, text in version_schemas if v == name), None) or _schema_json(version),
         columns_json=orjson.dumps(columns).decode(),
         spec_replicas_path=str(scale.get("specReplicasPath") or "") if scale else "",
         status_replicas_path=str(scale.get("statusReplicasPath") or "") if scale else "",
@@ -143,9 +165,11 @@ def _info(crd: Obj, group: str, version: Obj, names: Obj, storage: str, terminat
         selectable_fields=tuple(str(f.get("jsonPath")) for f in version.get("selectableFields") or []
                                 if isinstance(f, dict) and f.get("jsonPath")),
         terminating=terminating,
+        version_schemas=version_schemas,
+        version_replicas_paths=replicas_paths,
     )
     return ResourceInfo(
-        group=group, version=str(version.get("name") or ""), kind=kind, plural=str(names.get("plural") or ""),
+        group=group, version=name, kind=kind, plural=str(names.get("plural") or ""),
         namespaced=s.get("scope") == "Namespaced",
         short_names=tuple(str(n) for n in names.get("shortNames") or []),
         categories=tuple(str(c) for c in names.get("categories") or []),

@@ -832,6 +832,77 @@ def _prune(s: Any, x: Any, path: str, is_resource: bool, pruned: list[str]) -> N
             pruned.append(child)
 
 
+_DROP = object()
+
+
+def pruned(schema: Schema, obj: Any, *, is_resource: bool = True) -> Any:
+    """What prune() then PruneNonNullableNullsWithoutDefaults leave of ``obj``, without touching it.
+
+    ``obj`` itself comes back when nothing goes; otherwise a copy of only the containers that lost something,
+    sharing every other part with ``obj``. This is the coercion apiextensions applies after a conversion.
+    """
+    return _pruned(schema, obj, is_resource)
+
+
+def _pruned(s: Any, x: Any, is_resource: bool) -> Any:
+    if not isinstance(s, dict):
+        return x
+    if isinstance(x, list):
+        items = s.get("items")
+        if not isinstance(items, dict):
+            return x
+        embedded = _truthy(items, "x-kubernetes-embedded-resource")
+        out_list: list[Any] | None = None
+        for i, item in enumerate(x):
+            new = _pruned(items, item, embedded)  # a null item stays: only null object fields go
+            if new is not item:
+                if out_list is None:
+                    out_list = list(x)
+                out_list[i] = new
+        return x if out_list is None else out_list
+    if not isinstance(x, dict):
+        return x
+    props = s.get("properties") if isinstance(s.get("properties"), dict) else {}
+    additional = s.get("additionalProperties")
+    preserve = _truthy(s, "x-kubernetes-preserve-unknown-fields")
+    out: dict[str, Any] | None = None
+    for key, value in x.items():
+        if is_resource and key in _META_FIELDS:
+            continue
+        prop = props.get(key)
+        if not isinstance(prop, dict):
+            prop = additional if isinstance(additional, dict) else None
+        if prop is not None:
+            if value is None:
+                new = _DROP if not _truthy(prop, "nullable") and "default" not in prop else value
+            else:
+                new = _pruned(prop, value, _truthy(prop, "x-kubernetes-embedded-resource"))
+        elif additional is True or preserve:
+            continue
+        else:
+            new = _DROP
+        if new is not value:
+            if out is None:
+                out = dict(x)
+            if new is _DROP:
+                del out[key]
+            else:
+                out[key] = new
+    return x if out is None else out
+
+
+def has_defaults(schema: Any) -> bool:
+    """Whether any node of a structural schema has a ``default``: without one, defaulting changes nothing."""
+    if not isinstance(schema, dict):
+        return False
+    if "default" in schema:
+        return True
+    props = schema.get("properties")
+    if isinstance(props, dict) and any(has_defaults(p) for p in props.values()):
+        return True
+    return has_defaults(schema.get("additionalProperties")) or has_defaults(schema.get("items"))
+
+
 def apply_defaults(schema: Schema, obj: Any) -> None:
     """structuraldefaulting.Default followed by PruneNonNullableNullsWithoutDefaults, in place."""
     _default(schema, obj)
@@ -865,6 +936,11 @@ def _default(s: Any, x: Any) -> None:
             _default(items, x[i])
 
 
+def drop_non_nullable_nulls(schema: Schema, obj: Any) -> None:
+    """PruneNonNullableNullsWithoutDefaults alone, in place (what apply_defaults ends with)."""
+    _drop_non_nullable_nulls(schema, obj)
+
+
 def _drop_non_nullable_nulls(s: Any, x: Any) -> None:
     if not isinstance(s, dict):
         return
@@ -884,4 +960,5 @@ def _drop_non_nullable_nulls(s: Any, x: Any) -> None:
             _drop_non_nullable_nulls(s["items"], item)
 
 
-__all__ = ["apply_defaults", "go_number", "prune", "validate_crd_schema", "validate_list_types", "validate_value"]
+__all__ = ["apply_defaults", "drop_non_nullable_nulls", "go_number", "has_defaults", "prune", "pruned",
+           "validate_crd_schema", "validate_list_types", "validate_value"]

@@ -5,6 +5,8 @@ Two resources are served in a version other than the stored one:
   What v1 cannot express travels in autoscaling.alpha.kubernetes.io/* annotations, as upstream does, so a
   v2 -> v1 -> v2 round trip loses nothing.
 - events.k8s.io/v1 Event, stored as core/v1 Event (pkg/apis/events/v1/conversion.go).
+Custom resources are stored in their CRD's storage version and served in every served version: conversion
+strategy None sets apiVersion, and the result is pruned with the target version's schema (crd.codec.convert).
 Everything else is stored as served.
 """
 
@@ -15,6 +17,7 @@ import json
 from typing import Any
 
 from pocketkube.api.kinds import ResourceInfo
+from pocketkube.apiserver.crd import codec as crd_codec
 
 Obj = dict[str, Any]
 
@@ -28,6 +31,8 @@ _HPA_ANNOTATIONS = (METRIC_SPECS_ANNOTATION, METRIC_STATUSES_ANNOTATION, CONDITI
 
 def to_storage(info: ResourceInfo, obj: Obj) -> Obj:
     """The object as stored, for an object received in `info`'s version. Returns a new (top-level) dict."""
+    if info.custom is not None and info.storage_version and info.storage_version != info.version:
+        return crd_codec.convert(info, obj, info.storage_version, info.stored_version)
     if info.group == "autoscaling" and info.version == "v1":
         return hpa_v1_to_v2(obj)
     if info.group == "events.k8s.io":
@@ -38,6 +43,8 @@ def to_storage(info: ResourceInfo, obj: Obj) -> Obj:
 
 def from_storage(info: ResourceInfo, obj: Obj) -> Obj:
     """The stored object in `info`'s version. Returns a new (top-level) dict."""
+    if info.custom is not None:
+        return crd_codec.convert(info, obj, info.version, info.group_version)
     if info.group == "autoscaling" and info.version == "v1":
         return hpa_v2_to_v1(obj)
     if info.group == "events.k8s.io":
