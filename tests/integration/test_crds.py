@@ -329,6 +329,34 @@ def test_versions_convert_with_pruning_and_reads_default_with_the_storage_schema
         cluster.kubectl("delete", "crd", f"gizmos.{group}", "--ignore-not-found", "--timeout=30s")
 
 
+def _proto_field(number: int, data: bytes) -> bytes:
+    size, length = bytearray(), len(data)
+    while True:
+        size.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(size) + data
+
+
+def test_protobuf_bodies_are_refused_as_undecodable(crd: Cluster, ns: str) -> None:
+    """Custom resources list protobuf among their media types (for the meta objects they serve), so a protobuf
+    body is no 415: the protobuf serializer cannot decode into an unstructured object, a 400."""
+    type_meta = _proto_field(1, f"{GROUP}/v1".encode()) + _proto_field(2, b"CronTab")
+    body = b"k8s\x00" + _proto_field(1, type_meta) + _proto_field(2, b"\x0a\x02\x0a\x00")
+    for method, path in (("POST", crs(ns)), ("PUT", crs(ns, "x"))):
+        resp = crd.request(method, path, body, content_type="application/vnd.kubernetes.protobuf")
+        assert resp.status == 400, resp.body
+        assert resp.json()["message"] == ('CronTab in version "v1" cannot be handled as a CronTab: Object \'Kind\' '
+                                          "is missing in 'object has no kind field '")
+    junk = crd.request("POST", crs(ns), b"\x01\x02", content_type="application/vnd.kubernetes.protobuf")
+    assert junk.status == 400 and junk.json()["message"] == (
+        "the object provided is unrecognized (must be of type CronTab): provided data does not appear to be a "
+        "protobuf message, expected prefix [107 56 115 0] (0102)")
+    patch = crd.request("PATCH", crs(ns, "x"), body, content_type="application/vnd.kubernetes.protobuf")
+    assert patch.status == 415
+
+
 def test_lists_watch_and_selectors(crd: Cluster, ns: str) -> None:
     start = crd.request("GET", crs(ns)).json()["metadata"]["resourceVersion"]
     for name, color in (("a", "red"), ("b", "blue")):

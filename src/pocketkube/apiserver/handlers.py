@@ -260,7 +260,10 @@ class ResourceHandler:
 
     async def _object_body(self, request: web.Request, info: ResourceInfo) -> tuple[Obj, list[str]]:
         body = await req.read_body(request)
-        obj = req.parse_object_body(body, req.media_type(request))
+        content_type = req.media_type(request)
+        if info.custom is not None and content_type == req.PROTOBUF:
+            raise crd_codec.protobuf_body_error(info, body)  # custom resources have no protobuf form
+        obj = req.parse_object_body(body, content_type)
         req.check_kind(info, obj)
         return self.decode(info, obj, req.field_validation(request))
 

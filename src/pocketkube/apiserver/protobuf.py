@@ -127,6 +127,23 @@ def zero_field(definition: str, field_name: str) -> Any:
     return None
 
 
+def envelope_type(body: bytes) -> tuple[str, str]:
+    """The apiVersion and kind named by a body's ``runtime.Unknown`` envelope (either may be empty).
+
+    ValueError, with the text of upstream's protobuf serializer where it has one, when the body is no
+    envelope."""
+    if not body:
+        raise ValueError("empty data")
+    if not body.startswith(MAGIC):
+        raise ValueError("provided data does not appear to be a protobuf message, expected prefix "
+                         f"[{' '.join(str(b) for b in MAGIC)}]")
+    if len(body) == len(MAGIC):
+        raise ValueError("empty body")
+    unknown = _parse(body[len(MAGIC):])
+    type_meta = _parse(_last_bytes(unknown, 1))
+    return _string(_last_bytes(type_meta, 1)), _string(_last_bytes(type_meta, 2))
+
+
 def decode_k8s_protobuf(body: bytes) -> tuple[dict[str, Any], str, str]:
     """Decode a protobuf request body into (object in its JSON form, apiVersion, kind).
 
