@@ -421,6 +421,40 @@ def test_status_subresource_and_scale(crd: Cluster, ns: str) -> None:
     assert too_many.status == 422  # the schema's maximum still applies
 
 
+def _managed(cluster: Cluster, path: str) -> dict[tuple[str, str, str], dict]:
+    """managedFields by (manager, operation, subresource): the entry's apiVersion and fieldsV1."""
+    entries = cluster.request("GET", path).json()["metadata"].get("managedFields") or []
+    return {(m["manager"], m["operation"], m.get("subresource", "")): {"apiVersion": m["apiVersion"],
+                                                                        "fieldsV1": m["fieldsV1"]} for m in entries}
+
+
+def test_server_side_apply_to_status_owns_only_status(crd: Cluster, ns: str) -> None:
+    assert crd.request("POST", crs(ns), crontab("st", replicas=1)).status == 201
+    manifest = {**crontab("st", "1 2 3 4 5", replicas=3), "status": {"replicas": 3, "selector": "app=st"}}
+    manifest["metadata"]["namespace"] = ns
+    out = crd.kubectl("apply", "--server-side", "--subresource=status", "--field-manager=status-writer", "-f", "-",
+                      input=json.dumps(manifest))
+    assert "serverside-applied" in out.stdout
+    obj = crd.request("GET", crs(ns, "st")).json()
+    assert obj["status"] == {"replicas": 3, "selector": "app=st"}
+    assert obj["spec"]["cronSpec"] == "* * * * */5" and obj["spec"]["replicas"] == 1  # spec changes ignored
+    entry = _managed(crd, crs(ns, "st"))[("status-writer", "Apply", "status")]
+    assert entry == {"apiVersion": f"{GROUP}/v1", "fieldsV1": {"f:status": {"f:replicas": {}, "f:selector": {}}}}
+    other = {**manifest, "status": {"replicas": 5}}
+    clash = crd.kubectl("apply", "--server-side", "--subresource=status", "--field-manager=other", "-f", "-",
+                        input=json.dumps(other), check=False)
+    assert clash.returncode != 0
+    assert 'conflict with "status-writer" with subresource "status": .status.replicas' in clash.stderr
+    raw = crd.request("PATCH", crs(ns, "st") + "/status?fieldManager=other",
+                      json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "CronTab", "metadata": {"name": "st"},
+                                  "status": {"replicas": 5}}).encode(),
+                      content_type="application/apply-patch+yaml")
+    assert raw.status == 409 and raw.json()["reason"] == "Conflict"
+    assert raw.json()["details"]["causes"] == [{"reason": "FieldManagerConflict", "field": ".status.replicas",
+                                                "message": 'conflict with "status-writer" with subresource "status"'}]
+    assert crd.request("GET", crs(ns, "st")).json()["status"]["replicas"] == 3
+
+
 def test_explain_and_openapi(crd: Cluster) -> None:
     explained = crd.kubectl("explain", "crontab.spec").stdout
     assert "KIND:       CronTab" in explained and "The desired schedule of the cron tab." in explained

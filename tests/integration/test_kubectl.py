@@ -445,6 +445,45 @@ def test_server_side_apply_ownership_and_conflicts(cluster: Cluster, ns: str) ->
     assert created.json()["metadata"]["managedFields"][0]["manager"] == "tester"
 
 
+def _entries(obj: dict) -> dict[tuple[str, str, str], dict]:
+    return {(m["manager"], m["operation"], m.get("subresource", "")): m["fieldsV1"]
+            for m in obj["metadata"].get("managedFields") or []}
+
+
+def test_server_side_apply_to_a_services_status(cluster: Cluster, ns: str) -> None:
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": ns},
+               "spec": {"type": "LoadBalancer", "selector": {"app": "lb"}, "ports": [{"port": 80}]}}
+    cluster.kubectl("apply", "--server-side", "--field-manager=owner", "-f", "-", input=json.dumps(service))
+    status = {**service, "spec": {**service["spec"], "selector": {"app": "changed"}},
+              "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}
+    out = cluster.kubectl("apply", "--server-side", "--subresource=status", "--field-manager=lb-controller",
+                          "-f", "-", input=json.dumps(status))
+    assert "service/lb serverside-applied" in out.stdout
+    got = json.loads(cluster.kubectl("get", "svc", "lb", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    assert got["status"]["loadBalancer"]["ingress"] == [{"ip": "203.0.113.10", "ipMode": "VIP"}]
+    assert got["spec"]["selector"] == {"app": "lb"}  # the spec of a status apply is ignored
+    entries = _entries(got)
+    assert entries[("lb-controller", "Apply", "status")] == {
+        "f:status": {"f:loadBalancer": {"f:ingress": {}}}}
+    assert "f:status" not in entries[("owner", "Apply", "")]
+    rival = {**status, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}}
+    clash = cluster.kubectl("apply", "--server-side", "--subresource=status", "--field-manager=rival", "-f", "-",
+                            input=json.dumps(rival), check=False)
+    assert clash.returncode != 0
+    assert ('Apply failed with 1 conflict: conflict with "lb-controller" with subresource "status": '
+            '.status.loadBalancer.ingress') in clash.stderr
+    body = json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+                       "status": rival["status"]}).encode()
+    raw = cluster.request("PATCH", f"/api/v1/namespaces/{ns}/services/lb/status?fieldManager=rival", body,
+                          content_type="application/apply-patch+yaml")
+    assert raw.status == 409 and raw.json()["details"]["causes"][0]["field"] == ".status.loadBalancer.ingress"
+    forced = cluster.request("PATCH", f"/api/v1/namespaces/{ns}/services/lb/status?fieldManager=rival&force=1",
+                             body, content_type="application/apply-patch+yaml")
+    assert forced.status == 200 and forced.json()["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.20"
+    entries = _entries(forced.json())
+    assert ("lb-controller", "Apply", "status") not in entries and ("rival", "Apply", "status") in entries
+
+
 def test_empty_omitempty_fields_are_dropped_as_go_reencodes_them(cluster: Cluster, ns: str, tmp_path) -> None:
     # Go decodes `annotations: {}` into an empty map and re-encodes it without the omitempty field.
     created = json.loads(cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({

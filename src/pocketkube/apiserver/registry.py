@@ -161,6 +161,14 @@ class Registry:
         if manager is not None:
             manager.update(live, new, opts.field_manager, now_rfc3339(), subresource)
 
+    @staticmethod
+    def _keep_managed_fields(new: Obj, entries: Any) -> None:
+        new_meta = new.setdefault("metadata", {})
+        if entries is None:
+            new_meta.pop("managedFields", None)
+        else:
+            new_meta["managedFields"] = entries
+
     def _read_back(self, info: ResourceInfo, stored: Obj, revision: int) -> Obj:
         """The object just written as a read of it gives: as_written, then the storage decoder if the resource
         has one (a custom object read back is defaulted with its storage version's schema, as upstream's
@@ -393,7 +401,12 @@ class Registry:
                                     old_meta.get("name", ""), new, old, subresource, opts.dry_run, opts.user, opts)
         await self.admission.admit(attrs)
         if subresource == "status":
+            applied_fields = meta.get("managedFields")
             strategy.prepare_for_status_update(new, old)
+            if not opts.track_fields:
+                # managedFields a server-side apply computed for this write are kept, as upstream's
+                # ResetObjectMetaForStatus keeps them; the rest of metadata comes from the stored object
+                self._keep_managed_fields(new, applied_fields)
             self._track(info, old, new, opts, subresource)
             # validateCommonFields: generic metadata checks on every update, /status included
             causes = validate_object_meta(meta, info.namespaced, strategy.name_validator, kube_finalizers=False)
@@ -402,7 +415,10 @@ class Registry:
         elif subresource in ("binding", "finalize"):
             causes = []  # the server built this change itself, to fields the main endpoint protects
         elif subresource in strategy.own_subresources:
+            applied_fields = meta.get("managedFields")
             strategy.prepare_for_subresource_update(subresource, new, old)
+            if not opts.track_fields:
+                self._keep_managed_fields(new, applied_fields)
             self._track(info, old, new, opts, subresource)
             causes = validate_object_meta(meta, info.namespaced, strategy.name_validator, kube_finalizers=False)
             causes += validate_object_meta_update(meta, old_meta, kube_finalizers=False)
