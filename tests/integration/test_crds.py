@@ -428,6 +428,46 @@ def _managed(cluster: Cluster, path: str) -> dict[tuple[str, str, str], dict]:
                                                                         "fieldsV1": m["fieldsV1"]} for m in entries}
 
 
+def test_scale_writes_are_recorded_as_the_scale_subresource_and_take_apply(crd: Cluster, ns: str) -> None:
+    assert crd.request("POST", crs(ns) + "?fieldManager=maker", crontab("sc", replicas=2)).status == 201
+    crd.kubectl("scale", "-n", ns, "crontab/sc", "--replicas=4")
+    managed = _managed(crd, crs(ns, "sc"))
+    assert managed[("kubectl", "Update", "scale")] == {"apiVersion": f"{GROUP}/v1",
+                                                       "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert "f:replicas" not in managed[("maker", "Update", "")]["fieldsV1"]["f:spec"]  # taken from the creator
+    # server-side apply of a Scale: its owner of spec.replicas conflicts, then force takes it
+    scale_path = crs(ns, "sc") + "/scale"
+    applied = b"apiVersion: autoscaling/v1\nkind: Scale\nmetadata: {name: sc}\nspec: {replicas: 6}\n"
+    refused = crd.request("PATCH", scale_path + "?fieldManager=autoscaler", applied,
+                          content_type="application/apply-patch+yaml")
+    assert refused.status == 409
+    # the Scale's entries are the parent's, in autoscaling/v1 (ScaleHandler.ToSubresource), as the message says
+    assert refused.json()["message"] == ('Apply failed with 1 conflict: conflict with "kubectl" with subresource '
+                                         '"scale" using autoscaling/v1: .spec.replicas')
+    forced = crd.request("PATCH", scale_path + "?fieldManager=autoscaler&force=true", applied,
+                         content_type="application/apply-patch+yaml")
+    assert forced.status == 200 and forced.json()["spec"] == {"replicas": 6} and forced.json()["kind"] == "Scale"
+    managed = _managed(crd, crs(ns, "sc"))
+    assert managed[("autoscaler", "Apply", "scale")] == {"apiVersion": f"{GROUP}/v1",
+                                                         "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert ("kubectl", "Update", "scale") not in managed
+    assert crd.request("GET", crs(ns, "sc")).json()["spec"]["replicas"] == 6
+    wrong = crd.request("PATCH", scale_path + "?fieldManager=autoscaler", applied.replace(b"Scale", b"Scales"),
+                        content_type="application/apply-patch+yaml")
+    assert wrong.status == 400 and wrong.json()["message"] == "invalid object type: autoscaling/v1, Kind=Scales"
+    # a JSON patch that does not apply reads as on the main resource; no strategic merge patch for a CR
+    for path in (crs(ns, "sc"), scale_path):
+        bad = crd.request("PATCH", path, [{"op": "replace", "path": "/spec/missing/x", "value": 1}],
+                          content_type="application/json-patch+json")
+        assert (bad.status, bad.json()["message"]) == (
+            422, "the server rejected our request due to an error in our request")
+    smp = crd.request("PATCH", scale_path, {"spec": {"replicas": 1}},
+                      content_type="application/strategic-merge-patch+json")
+    assert smp.status == 415 and smp.json()["message"].startswith(
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+
+
 def test_server_side_apply_to_status_owns_only_status(crd: Cluster, ns: str) -> None:
     assert crd.request("POST", crs(ns), crontab("st", replicas=1)).status == 201
     manifest = {**crontab("st", "1 2 3 4 5", replicas=3), "status": {"replicas": 3, "selector": "app=st"}}

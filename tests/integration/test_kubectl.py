@@ -484,6 +484,36 @@ def test_server_side_apply_to_a_services_status(cluster: Cluster, ns: str) -> No
     assert ("lb-controller", "Apply", "status") not in entries and ("rival", "Apply", "status") in entries
 
 
+def test_scale_writes_record_the_scale_subresource(cluster: Cluster, ns: str) -> None:
+    first = SSA_DEPLOY.format(ns=ns, replicas=2, image="nginx:1.26")
+    cluster.kubectl("apply", "--server-side", "--field-manager=deployer", "-f", "-", input=first)
+    cluster.kubectl("scale", "deploy", "ssa", "-n", ns, "--replicas=3")
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/ssa"
+    entries = _entries(cluster.request("GET", path).json())
+    assert entries[("kubectl", "Update", "scale")] == {"f:spec": {"f:replicas": {}}}
+    assert "f:replicas" not in entries[("deployer", "Apply", "")]["f:spec"]
+    applied = b"apiVersion: autoscaling/v1\nkind: Scale\nmetadata: {name: ssa}\nspec: {replicas: 4}\n"
+    refused = cluster.request("PATCH", path + "/scale?fieldManager=hpa", applied,
+                              content_type="application/apply-patch+yaml")
+    assert refused.status == 409 and refused.json()["message"] == (
+        'Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using autoscaling/v1: '
+        '.spec.replicas')
+    forced = cluster.request("PATCH", path + "/scale?fieldManager=hpa&force=true", applied,
+                             content_type="application/apply-patch+yaml")
+    assert forced.status == 200 and forced.json()["spec"]["replicas"] == 4
+    entries = _entries(cluster.request("GET", path).json())
+    assert entries[("hpa", "Apply", "scale")] == {"f:spec": {"f:replicas": {}}}
+    assert ("kubectl", "Update", "scale") not in entries
+    bad = cluster.request("PATCH", path + "/scale", [{"op": "replace", "path": "/spec/nothing/x", "value": 1}],
+                          content_type="application/json-patch+json")
+    assert (bad.status, bad.json()["message"]) == (422, "the server rejected our request due to an error in our "
+                                                         "request")
+    smp = cluster.request("PATCH", path + "/scale?fieldManager=smp", {"spec": {"replicas": 5}},
+                          content_type="application/strategic-merge-patch+json")
+    assert smp.status == 200 and _entries(cluster.request("GET", path).json())[("smp", "Update", "scale")] == {
+        "f:spec": {"f:replicas": {}}}
+
+
 def test_empty_omitempty_fields_are_dropped_as_go_reencodes_them(cluster: Cluster, ns: str, tmp_path) -> None:
     # Go decodes `annotations: {}` into an empty map and re-encodes it without the omitempty field.
     created = json.loads(cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({

@@ -17,6 +17,8 @@ from pocketkube.apiserver.fieldmanager import (
     default_manager,
     fields_of,
     merge,
+    scale_to_parent,
+    scale_to_subresource,
     validate_patch_options,
 )
 from pocketkube.apiserver.fieldpath import VALUE, FieldSet, key_element, make_path, path_string, serialize_pe
@@ -311,6 +313,65 @@ def test_status_and_main_endpoints_split_ownership() -> None:
     out2 = fm.update(stored(out), main, "kubectl-edit", T2)
     assert owned(out2, "kubectl-edit") == [".spec.paused"]
     assert entry(out2, "kube-controller-manager")["fieldsV1"] == ctrl["fieldsV1"]
+
+
+SCALE = "io.k8s.api.autoscaling.v1.Scale"
+REPLICAS = {"apps/v1": make_path("spec", "replicas")}
+
+
+def test_scale_entries_map_to_and_from_the_parent() -> None:
+    fm = deployments()
+    live = stored(fm.apply(None, applied_deployment(replicas=2), "deployer", T0))
+    labels = copy.deepcopy(live)
+    labels["metadata"]["labels"]["x"] = "y"
+    live = stored(fm.update(live, labels, "labeler", T1))
+    parent = live["metadata"]["managedFields"]
+    # ToSubresource: only the entries owning the replicas field, as owners of the Scale's spec.replicas
+    sub = scale_to_subresource(parent, REPLICAS)
+    assert sub == [{"manager": "deployer", "operation": "Apply", "apiVersion": "autoscaling/v1", "time": T0,
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    assert scale_to_subresource(parent, {"apps/v1": None}) is None  # a version without scale
+    # an update through /scale takes spec.replicas from the applier; mapped back, the applier loses
+    # replicas and the scaler owns it with subresource scale (upstream leaves such an entry without a time)
+    scales = FieldManager(SCALE, "autoscaling/v1", "Scale")
+    live_scale = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                  "metadata": {"name": "web", "uid": "u-1", "managedFields": sub}, "spec": {"replicas": 2}}
+    new_scale = copy.deepcopy(live_scale)
+    new_scale["spec"]["replicas"] = 5
+    scaled = scales.update(live_scale, new_scale, "kubectl", T2, subresource="scale")
+    back = scale_to_parent(parent, scaled["metadata"]["managedFields"], REPLICAS, "apps/v1")
+    assert back is not None
+    by_manager = {e["manager"]: e for e in back}
+    assert by_manager["kubectl"] == {"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+                                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}},
+                                     "subresource": "scale"}
+    assert "f:replicas" not in by_manager["deployer"]["fieldsV1"]["f:spec"]
+    assert by_manager["labeler"] == entry(live, "labeler")  # untouched
+    # the same value again changes nothing: the applier keeps the field and its entry
+    same = scales.update(live_scale, copy.deepcopy(live_scale), "kubectl", T2, subresource="scale")
+    assert scale_to_parent(parent, same["metadata"]["managedFields"], REPLICAS, "apps/v1") == parent
+    # entries of versions the resource no longer has are dropped, as upstream's ToParent does
+    old_version = [{**parent[0], "apiVersion": "apps/v1beta1"}, *parent[1:]]
+    assert len(scale_to_parent(old_version, None, REPLICAS, "apps/v1") or []) == len(parent) - 1
+
+
+def test_scale_apply_conflicts_with_the_parents_owner_of_replicas() -> None:
+    fm = deployments()
+    live = stored(fm.apply(None, applied_deployment(replicas=2), "deployer", T0))
+    sub = scale_to_subresource(live["metadata"]["managedFields"], REPLICAS)
+    scales = FieldManager(SCALE, "autoscaling/v1", "Scale")
+    live_scale = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                  "metadata": {"name": "web", "uid": "u-1", "managedFields": sub}, "spec": {"replicas": 2}}
+    config = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"}, "spec": {"replicas": 4}}
+    with pytest.raises(ApplyConflict) as err:
+        scales.apply(live_scale, config, "hpa", T1, subresource="scale")
+    assert str(err.value) == 'Apply failed with 1 conflict: conflict with "deployer": .spec.replicas'
+    forced = scales.apply(live_scale, config, "hpa", T1, force=True, subresource="scale")
+    back = scale_to_parent(live["metadata"]["managedFields"], forced["metadata"]["managedFields"], REPLICAS,
+                           "apps/v1")
+    assert [(e["manager"], e["operation"], e.get("subresource", ""), e["fieldsV1"].get("f:spec", {}).get(
+        "f:replicas")) for e in back or []] == [("hpa", "Apply", "scale", {}), ("deployer", "Apply", "", None)]
+    # (an entry without a time sorts first, as upstream sorts a missing time as zero)
 
 
 def test_cap_of_ten_update_managers() -> None:

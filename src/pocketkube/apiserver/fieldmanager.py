@@ -1108,10 +1108,62 @@ class FieldManager:
         meta["managedFields"] = entries
 
 
+# --- the scale subresource ------------------------------------------------------------------------------
+
+SCALE_API_VERSION = "autoscaling/v1"
+_SCALE_REPLICAS = make_path("spec", "replicas")
+# group/version -> the replicas field in that version of the parent (None: the version has no scale
+# subresource, its entries are kept as they are); entries of versions not listed are dropped.
+ReplicasPaths = dict[str, Path | None]
+
+
+def scale_to_subresource(parent_entries: Any, paths: ReplicasPaths) -> list[Obj] | None:
+    """ScaleHandler.ToSubresource: the parent's entries that own its replicas field, as entries of the Scale
+    owning spec.replicas (manager, operation and time kept). ValueError when the entries do not decode."""
+    managed, times = decode_managed_fields(parent_entries)
+    out: Managed = {}
+    for ident, vs in managed.items():
+        path = paths.get(vs.api_version)
+        if path is not None and vs.fields.has(path):
+            out[ident] = VersionedSet(FieldSet.of(_SCALE_REPLICAS), SCALE_API_VERSION, vs.applied)
+    return encode_managed_fields(out, {ident: times.get(ident) for ident in out})
+
+
+def scale_to_parent(parent_entries: Any, scale_entries: Any, paths: ReplicasPaths,
+                    api_version: str) -> list[Obj] | None:
+    """ScaleHandler.ToParent: the parent's entries after a write through /scale (served in ``api_version``).
+
+    A manager that owned the replicas field and no longer owns spec.replicas in the Scale loses it; a manager
+    that owns spec.replicas in the Scale and has no such entry in the parent gets one owning the replicas
+    field, as upstream builds it: with the parent's time for that manager, so none for a new one."""
+    parent, parent_times = decode_managed_fields(parent_entries)
+    scale, _ = decode_managed_fields(scale_entries)
+    out: Managed = {}
+    for ident, vs in parent.items():
+        if vs.api_version not in paths:
+            continue  # a version the resource no longer has: dropped
+        path = paths[vs.api_version]
+        if path is None or not vs.fields.has(path):
+            out[ident] = vs
+        elif ident in scale:
+            out[ident] = vs  # still owns replicas: the entry stays as it was
+            del scale[ident]
+        else:
+            rest = vs.fields.difference(FieldSet.of(path))
+            if not rest.empty():
+                out[ident] = VersionedSet(rest, vs.api_version, vs.applied)
+    replicas = paths.get(api_version)
+    for ident, vs in scale.items():
+        if replicas is not None and vs.fields.has(_SCALE_REPLICAS):
+            out[ident] = VersionedSet(FieldSet.of(replicas), api_version, vs.applied)
+    return encode_managed_fields(out, {ident: parent_times.get(ident) for ident in out})
+
+
 def _conflict_error(conflicts: list[tuple[ManagerId, VersionedSet, FieldSet]]) -> ApplyConflict:
     rows: list[tuple[str, Path]] = []
     for ident, vs, overlap in sorted(conflicts, key=lambda c: c[0]):
-        name = ident.describe(vs.api_version)
+        # printManager reads the manager's identifier, which keeps the apiVersion an updater wrote with
+        name = ident.describe(ident.api_version or vs.api_version)
         rows.extend((name, p) for p in overlap.paths())
     return ApplyConflict([(name, path_string(p)) for name, p in rows], [p for _, p in rows])
 
@@ -1181,7 +1233,8 @@ def _sort_keys(value: Any) -> Any:
 
 
 __all__ = [
-    "APPLY", "UPDATE", "ApplyConflict", "Comparison", "FieldManager", "FieldSet", "ManagerId", "compare",
-    "decode_managed_fields", "default_manager", "encode_managed_fields", "field_manager_causes", "fields_of",
-    "merge", "validate_patch_options",
+    "APPLY", "SCALE_API_VERSION", "UPDATE", "ApplyConflict", "Comparison", "FieldManager", "FieldSet", "ManagerId",
+    "ReplicasPaths", "compare", "decode_managed_fields", "default_manager", "encode_managed_fields",
+    "field_manager_causes", "fields_of", "merge", "scale_to_parent", "scale_to_subresource",
+    "validate_patch_options",
 ]

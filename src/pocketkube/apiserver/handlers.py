@@ -156,6 +156,22 @@ def _json_patch_operations(document: Any) -> list[Any]:
     return document
 
 
+def apply_json_patch(operations: list[Any], current: Any) -> Any:
+    """Apply decoded JSON patch operations. Upstream only decodes the document up front; a bad op, path or
+    value fails when applied, as a 422 that keeps the patch library's text out of the answer."""
+    try:
+        return jsonpatch.JsonPatch(operations).apply(current)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
+            AttributeError):
+        raise errors.StatusError(422, "Invalid", "the server rejected our request due to an error in our "
+                                 "request") from None
+
+
+def json_patch_operations(body: bytes) -> list[Any]:
+    """A JSON patch body decoded into its operations (400 for anything that is not a list of objects)."""
+    return _json_patch_operations(req.parse_document(body, req.JSON))
+
+
 @contextlib.contextmanager
 def _revision_errors() -> Iterator[None]:
     """A storage read at a revision it no longer has (410) or does not have yet (504)."""
@@ -331,19 +347,9 @@ class ResourceHandler:
         if info.custom is not None and content_type not in crd_codec.PATCH_TYPES:
             raise crd_codec.unsupported_patch(content_type)  # no strategic merge patch for custom resources
         if content_type == req.JSON_PATCH:
-            operations = _json_patch_operations(req.parse_document(body, req.JSON))
-
-            def apply(current: Obj) -> Obj:
-                # Upstream only decodes the document up front; a bad op, path or value fails when applied,
-                # as a 422 that keeps the patch library's text out of the answer.
-                try:
-                    patched = jsonpatch.JsonPatch(operations).apply(current)
-                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError,
-                        IndexError, AttributeError):
-                    raise errors.StatusError(422, "Invalid", "the server rejected our request due to an error "
-                                             "in our request") from None
-                return self._decode_patched(info, patched, validation, warnings)
-            return apply
+            operations = json_patch_operations(body)
+            return lambda current: self._decode_patched(info, apply_json_patch(operations, current), validation,
+                                                        warnings)
         if content_type == req.MERGE_PATCH:
             document = req.parse_document(body, req.JSON)
             if not isinstance(document, dict):

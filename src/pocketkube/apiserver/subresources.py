@@ -3,16 +3,29 @@ account's token."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import jsonpatch
 from aiohttp import web
 
 from pocketkube.api import errors
 from pocketkube.api.errors import Cause
 from pocketkube.api.selectors import LabelSelector, SelectorError
 from pocketkube.apiserver import request as req
+from pocketkube.apiserver.fieldmanager import (
+    SCALE_API_VERSION,
+    ApplyConflict,
+    FieldManager,
+    ReplicasPaths,
+    scale_to_parent,
+    scale_to_subresource,
+    validate_patch_options,
+)
+from pocketkube.apiserver.fieldpath import make_path
+from pocketkube.apiserver.handlers import apply_json_patch, json_patch_operations
 from pocketkube.apiserver.patch import merge_patch
 from pocketkube.apiserver.registry import DeleteOptions, WriteOptions, now_rfc3339
 from pocketkube.apiserver.satokens import ServiceAccountIdentity
@@ -89,49 +102,127 @@ def _validated_replicas(scale: Obj, name: str) -> int:
     return replicas
 
 
-async def _scale(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.Response:
+_BUILTIN_SCALE_PATCH_TYPES = (req.JSON_PATCH, req.MERGE_PATCH, req.STRATEGIC_PATCH, req.APPLY_PATCH)
+_SCALE_PATCH_HANDLED = frozenset(_BUILTIN_SCALE_PATCH_TYPES)
+
+
+@functools.cache
+def _scale_fields() -> FieldManager:
+    """managedFields bookkeeping of the autoscaling/v1 Scale every scale subresource serves."""
+    return FieldManager(SCALE_DEFINITION, SCALE_API_VERSION, "Scale")
+
+
+async def write_scale(handler: ResourceHandler, request: web.Request, target: req.Target, *,
+                      scale_of: Callable[[Obj], Obj], store: Callable[[Obj, Obj], None], paths: ReplicasPaths,
+                      patch_types: tuple[str, ...]) -> web.Response:
+    """PUT or PATCH of a scale subresource, server-side apply included (the scale request scope has its own
+    field manager, for subresource "scale").
+
+    The Scale the change starts from (``scale_of`` the served object) carries the parent's managedFields
+    entries that own its replicas field, as entries owning spec.replicas (ScaleHandler.ToSubresource). The
+    write is recorded on the Scale for the request's manager, and the result mapped back onto the parent's
+    entries (ToParent), so the parent's managedFields show the manager with ``subresource: scale``.
+    ``store`` checks the new Scale and writes its replicas (and resourceVersion precondition) into the parent.
+    """
     info = target.info
-    registry = handler.registry
-    if request.method == "GET":
-        obj = await registry.get(info, target.namespace, target.name, request.query.get("resourceVersion", ""))
-        return web.json_response(to_scale(obj))
     body = await req.read_body(request)
     content_type = req.media_type(request)
+    fields = _scale_fields()
+    change: Callable[[Obj], Any] | None = None
+    config: Obj = {}
+    force = False
     if request.method == "PUT":
-        new_scale = req.parse_object_body(body, content_type)
-        if new_scale.get("kind", "Scale") != "Scale":
-            raise errors.bad_request(f"expected a Scale, got {new_scale.get('kind')}")
+        opts = handler._write_options(request, "UpdateOptions")
+        sent = req.parse_object_body(body, content_type)
 
-        def scale_of(_: Obj) -> Obj:
-            return new_scale
+        def change(_: Obj) -> Any:
+            return copy.deepcopy(sent)
     else:
-        document = req.parse_document(body, req.JSON)
+        is_apply = content_type == req.APPLY_PATCH
+        validate_patch_options(is_apply, request.query.get("fieldManager", ""), "force" in request.query)
+        opts = handler._write_options(request)
+        if content_type not in patch_types or content_type not in _SCALE_PATCH_HANDLED:
+            raise errors.StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown format "
+                                     "- accepted media types include: " + ", ".join(patch_types))
+        if is_apply:
+            document = req.parse_document(body, req.APPLY_PATCH)
+            if not isinstance(document, dict):
+                raise errors.bad_request("the applied configuration must be an object")
+            fields.check_applied(document)
+            config = document
+            force = req.bool_param(request, "force")
+        elif content_type == req.JSON_PATCH:
+            operations = json_patch_operations(body)
 
-        def scale_of(current_scale: Obj) -> Obj:
-            if content_type == req.JSON_PATCH:
-                try:
-                    return jsonpatch.apply_patch(current_scale, document)
-                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as err:
-                    raise errors.StatusError(422, "Invalid", str(err)) from None
+            def change(live: Obj) -> Any:
+                return apply_json_patch(operations, live)
+        else:
+            document = req.parse_document(body, req.JSON)
+            if not isinstance(document, dict):
+                raise errors.bad_request("a merge patch must be a JSON object")
             if content_type == req.MERGE_PATCH:
-                return merge_patch(current_scale, document)
-            if content_type == req.STRATEGIC_PATCH:
-                return strategic_merge_patch(SCALE_DEFINITION, current_scale, document)
-            raise errors.StatusError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+                def change(live: Obj) -> Any:
+                    return merge_patch(live, document)
+            else:
+                def change(live: Obj) -> Any:
+                    return strategic_merge_patch(SCALE_DEFINITION, live, document)
+    opts.track_fields = False  # recorded here, on the Scale, not by the registry as a write of the parent
+    manager = opts.field_manager
+    now = now_rfc3339()
 
-    def apply(current: Obj) -> Obj:
-        scale = scale_of(to_scale(current))
-        if not isinstance(scale, dict):
-            raise errors.bad_request("the request body must be a Scale object")
-        replicas = _validated_replicas(scale, target.name)
-        current.setdefault("spec", {})["replicas"] = replicas
+    def write(current: Obj) -> Obj:
+        meta = current["metadata"]
+        live = scale_of(current)
+        try:
+            entries = scale_to_subresource(meta.get("managedFields"), paths)
+        except ValueError:
+            entries, manager_known = None, False  # undecodable entries: left alone, nothing recorded
+        else:
+            manager_known = bool(manager)
+        if entries:
+            live["metadata"]["managedFields"] = entries
+        if change is None:
+            try:
+                scale = fields.apply(live, config, manager, now, force=force, subresource="scale")
+            except ApplyConflict as err:
+                raise err.to_status_error() from None
+        else:
+            scale = change(live)
+            if not isinstance(scale, dict):
+                raise errors.bad_request("the request body must be an autoscaling/v1 Scale")
+            if manager_known:
+                fields.update(live, scale, manager, now, subresource="scale")
+        store(current, scale)
+        if manager_known or change is None:
+            mapped = scale_to_parent(meta.get("managedFields"), (scale.get("metadata") or {}).get("managedFields"),
+                                     paths, info.group_version)
+            if mapped is None:
+                meta.pop("managedFields", None)
+            else:
+                meta["managedFields"] = mapped
+        return current
+
+    result = await handler.registry.patch(info, target.namespace, target.name, write, opts)
+    return web.json_response(scale_of(result))
+
+
+async def _scale(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.Response:
+    info = target.info
+    if request.method == "GET":
+        obj = await handler.registry.get(info, target.namespace, target.name, request.query.get("resourceVersion", ""))
+        return web.json_response(to_scale(obj))
+
+    def store(current: Obj, scale: Obj) -> None:
+        if scale.get("kind", "Scale") != "Scale":
+            raise errors.bad_request(f"expected a Scale, got {scale.get('kind')}")
+        current.setdefault("spec", {})["replicas"] = _validated_replicas(scale, target.name)
         wanted_rv = (scale.get("metadata") or {}).get("resourceVersion")
         if wanted_rv:
             current["metadata"]["resourceVersion"] = wanted_rv
-        return current
 
-    result = await registry.patch(info, target.namespace, target.name, apply, handler._write_options(request))
-    return web.json_response(to_scale(result))
+    return await write_scale(handler, request, target, scale_of=to_scale, store=store,
+                             paths={info.group_version: make_path("spec", "replicas")},
+                             patch_types=_BUILTIN_SCALE_PATCH_TYPES)
 
 
 # --- binding --------------------------------------------------------------------------

@@ -1,25 +1,28 @@
 """The scale subresource of custom resources: an autoscaling/v1 Scale read from and written to the
-CRD's specReplicasPath, statusReplicasPath and labelSelectorPath (apiextensions' customresource/etcd.go)."""
+CRD's specReplicasPath, statusReplicasPath and labelSelectorPath (apiextensions' customresource/etcd.go).
+Writes go through subresources.write_scale, as the built-in kinds' do (managedFields with subresource scale,
+server-side apply), with the custom resource's patch types."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import jsonpatch
 from aiohttp import web
 
 from pocketkube.api import errors
 from pocketkube.api.errors import Cause
 from pocketkube.api.kinds import CustomResource
 from pocketkube.apiserver import request as req
+from pocketkube.apiserver.crd import codec
 from pocketkube.apiserver.crd.strategy import nested
-from pocketkube.apiserver.patch import merge_patch
+from pocketkube.apiserver.fieldmanager import ReplicasPaths
+from pocketkube.apiserver.fieldpath import make_path
+from pocketkube.apiserver.subresources import write_scale
 
 if TYPE_CHECKING:
     from pocketkube.apiserver.handlers import ResourceHandler
 
 Obj = dict[str, Any]
-_SCALE_PATCH_TYPES = (req.JSON_PATCH, req.MERGE_PATCH, req.STRATEGIC_PATCH, req.JSON)
 
 
 def _int_at(obj: Obj, path: str) -> int:
@@ -60,39 +63,26 @@ def _set_at(obj: Obj, path: str, value: int) -> None:
     node[parts[-1]] = value
 
 
+def replicas_paths(custom: CustomResource, group: str) -> ReplicasPaths:
+    """Each CRD version's specReplicasPath as a field path (None for a version without scale), by group/version:
+    what managedFields written through /scale map the Scale's spec.replicas to."""
+    return {f"{group}/{version}": make_path(*[p for p in path.split(".") if p]) if path else None
+            for version, path in custom.version_replicas_paths}
+
+
 async def handle(handler: ResourceHandler, request: web.Request, target: req.Target) -> web.Response:
     info = target.info
     custom = info.custom
     assert custom is not None
-    registry = handler.registry
     if request.method == "GET":
-        obj = await registry.get(info, target.namespace, target.name, request.query.get("resourceVersion", ""))
+        obj = await handler.registry.get(info, target.namespace, target.name, request.query.get("resourceVersion", ""))
         return web.json_response(to_scale(custom, obj))
     if request.method not in ("PUT", "PATCH"):
         raise errors.method_not_allowed(f"the server does not allow this method on the requested resource "
                                         f"({request.method} {info.plural}/scale)")
-    body = await req.read_body(request)
-    content_type = req.media_type(request)
-    if request.method == "PATCH" and content_type not in _SCALE_PATCH_TYPES:
-        raise errors.StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                 f"accepted media types include: {', '.join(_SCALE_PATCH_TYPES[:3])}")
-    document = req.parse_object_body(body, content_type) if request.method == "PUT" else \
-        req.parse_document(body, req.JSON)
 
-    def apply(current: Obj) -> Obj:
-        scale = to_scale(custom, current)
-        if request.method == "PUT":
-            scale = document
-        elif content_type == req.JSON_PATCH:
-            try:
-                scale = jsonpatch.apply_patch(scale, document)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as err:
-                raise errors.StatusError(422, "Invalid", str(err)) from None
-        else:
-            if not isinstance(document, dict):
-                raise errors.bad_request("a merge patch must be a JSON object")
-            scale = merge_patch(scale, document)  # a Scale has no list to merge strategically
-        if not isinstance(scale, dict) or scale.get("kind", "Scale") not in ("Scale", ""):
+    def store(current: Obj, scale: Obj) -> None:
+        if scale.get("kind", "Scale") not in ("Scale", ""):
             raise errors.bad_request("the request body must be an autoscaling/v1 Scale")
         replicas = (scale.get("spec") or {}).get("replicas", 0)
         if isinstance(replicas, bool) or not isinstance(replicas, int):
@@ -105,7 +95,7 @@ async def handle(handler: ResourceHandler, request: web.Request, target: req.Tar
         wanted = (scale.get("metadata") or {}).get("resourceVersion")
         if wanted:
             current["metadata"]["resourceVersion"] = wanted  # the Scale's resourceVersion is a precondition
-        return current
 
-    result = await registry.patch(info, target.namespace, target.name, apply, handler._write_options(request))
-    return web.json_response(to_scale(custom, result))
+    # the patch types of the custom resource itself: no strategic merge patch
+    return await write_scale(handler, request, target, scale_of=lambda obj: to_scale(custom, obj), store=store,
+                             paths=replicas_paths(custom, info.group), patch_types=codec.PATCH_TYPES)
