@@ -482,6 +482,11 @@ def test_server_side_apply_to_a_services_status(cluster: Cluster, ns: str) -> No
     assert forced.status == 200 and forced.json()["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.20"
     entries = _entries(forced.json())
     assert ("lb-controller", "Apply", "status") not in entries and ("rival", "Apply", "status") in entries
+    # an ordinary status write is defaulted too, as every body upstream decodes
+    cluster.kubectl("patch", "svc", "lb", "-n", ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.30"}]}}}))
+    got = json.loads(cluster.kubectl("get", "svc", "lb", "-n", ns, "-o", "json").stdout)
+    assert got["status"]["loadBalancer"]["ingress"] == [{"ip": "203.0.113.30", "ipMode": "VIP"}]
 
 
 def test_scale_writes_record_the_scale_subresource(cluster: Cluster, ns: str) -> None:

@@ -419,9 +419,6 @@ class ResourceHandler:
                 raise err.to_status_error() from None
             decoded = self._decode_patched(info, merged, "Ignore", [])
             _check_name(decoded, target.name)
-            if subresource:
-                # the field manager defaults what it merged (the registry does so only for the main resource)
-                self.registry.strategy(info).default(decoded)
             return decoded
 
         try:

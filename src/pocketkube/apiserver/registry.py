@@ -402,6 +402,8 @@ class Registry:
         await self.admission.admit(attrs)
         if subresource == "status":
             applied_fields = meta.get("managedFields")
+            # upstream decodes every body with defaulting, a status write's too (its spec is the old one's next)
+            strategy.default(new)
             strategy.prepare_for_status_update(new, old)
             if not opts.track_fields:
                 # managedFields a server-side apply computed for this write are kept, as upstream's
@@ -416,6 +418,7 @@ class Registry:
             causes = []  # the server built this change itself, to fields the main endpoint protects
         elif subresource in strategy.own_subresources:
             applied_fields = meta.get("managedFields")
+            strategy.default(new)
             strategy.prepare_for_subresource_update(subresource, new, old)
             if not opts.track_fields:
                 self._keep_managed_fields(new, applied_fields)
