@@ -135,6 +135,7 @@ def clean_node(data_dir: Path, settings: dict[str, str], bridge: str, pod_cidr: 
                 await network.detach(sandbox.id, sandbox.netns, host_ports=sandbox.host_ports)
             await runtime.remove_sandbox(sandbox)
         await network.remove_masquerade()
+        await engine.network.remove_masquerade()  # the engine's own bridge network, used by its containers
 
     asyncio.run(remove_all())
     for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
