@@ -41,6 +41,14 @@ def test_version_and_health(cluster: Cluster) -> None:
     for path in ("/healthz", "/livez", "/readyz"):
         resp = cluster.request("GET", path)
         assert resp.status == 200 and resp.body == b"ok"
+    verbose = cluster.request("GET", "/readyz?verbose&exclude=shutdown").body.decode().splitlines()
+    assert verbose[:2] == ["[+]ping ok", "[+]etcd ok"] and "[+]informer-sync ok" in verbose
+    assert "[+]shutdown excluded: ok" in verbose and verbose[-1] == "readyz check passed"
+    assert cluster.request("GET", "/livez?verbose").body.decode().splitlines()[-1] == "livez check passed"
+    single = cluster.request("GET", "/readyz/etcd", auth=False)
+    assert single.status == 200 and single.body == b"ok"
+    assert cluster.request("GET", "/livez/informer-sync").status == 404  # a check of /readyz only
+    assert cluster.request("GET", "/healthz/no-such-check").status == 404
 
 
 def test_legacy_discovery(cluster: Cluster) -> None:

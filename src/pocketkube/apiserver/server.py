@@ -25,6 +25,7 @@ from pocketkube.apiserver.bootstrap import bootstrap_cluster
 from pocketkube.apiserver.componentstatus import ComponentStatuses
 from pocketkube.apiserver.crd.controller import CRDController
 from pocketkube.apiserver.handlers import ResourceHandler, add_request_warnings, json_response
+from pocketkube.apiserver.health import HealthEndpoint
 from pocketkube.apiserver.kubeletproxy import KubeletProxy, kubelet_client_ssl_context
 from pocketkube.apiserver.nodetoken import BOOTSTRAP_USER, ensure_node_token
 from pocketkube.apiserver.pki import (
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 # Paths that answer without credentials, as upstream's system:public-info-viewer allows.
 # /cacerts is public as in k3s: joining agents fetch the CA there and check it against their token.
 _PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/cacerts")
+# The key the datastore check reads (absent is fine: the read itself is the check), and its time limit
+# (kube-apiserver's --etcd-healthcheck-timeout).
+_HEALTH_KEY = "/registry/health"
+_HEALTH_TIMEOUT = 2.0
 _AGGREGATED_DISCOVERY = "apidiscovery.k8s.io"
 # The protobuf /openapi/v2: asked for as "...spec.v2@v1.0+protobuf", answered as "...spec.v2.v1.0+protobuf"
 # ("@" is not allowed in a media type that Go's mime package parses), as kube-openapi's handler does.
@@ -113,6 +118,7 @@ class APIServer:
         self.cache: WatchCache | None = None
         self.registry: Registry | None = None
         self.ready = asyncio.Event()
+        self._stopping = False
         self._runner: web.AppRunner | None = None
         self.kubelet_proxy: KubeletProxy | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -123,7 +129,9 @@ class APIServer:
         config = self.config
         tune_for_large_heaps()  # the watch cache holds every object
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir, sans=config.tls_sans,
+        # The address clients are told (the kubeconfig's) must be in the serving certificate, as k3s adds it.
+        self.pki = pki = await asyncio.to_thread(ensure_pki, config.data_dir,
+                                                 sans=[*config.tls_sans, config.client_host],
                                                  service_cidr=config.service_cidr)
         self.node_token = await asyncio.to_thread(ensure_node_token, config.data_dir, pki.ca_cert)
         self.service_account_tokens = ServiceAccountTokens(pki.tls_dir)
@@ -172,6 +180,7 @@ class APIServer:
         self.ready.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         self.ready.clear()
         for task in self._tasks:
             task.cancel()
@@ -257,9 +266,9 @@ class APIServer:
         get("/version", self._version)
         get("/cacerts", self._cacerts)
         get(NODE_CERT_PATH, self._node_client_cert)
-        for probe in ("/healthz", "/livez", "/readyz"):
-            get(probe, self._health)
-            app.router.add_get(probe + "/{check:.+}", self._health)
+        for endpoint in self._health_endpoints():
+            get("/" + endpoint.name, endpoint.handle)
+            app.router.add_get(f"/{endpoint.name}/{{check:.+}}", endpoint.handle)
         get("/api", self._api)
         get("/api/v1", self._api_v1)
         get("/apis", self._apis)
@@ -296,15 +305,33 @@ class APIServer:
     async def _version(self, request: web.Request) -> web.Response:
         return json_response(version_info(), pretty=True)
 
-    async def _health(self, request: web.Request) -> web.Response:
-        if not self.ready.is_set():
-            return web.Response(status=500, text="[-]poststarthook/bootstrap failed: not finished\n"
-                                "healthz check failed", content_type="text/plain")
-        if "verbose" in request.query:
-            return web.Response(text="[+]ping ok\n[+]etcd ok\n[+]poststarthook/bootstrap ok\n"
-                                f"{request.path.strip('/').split('/')[0]} check passed\n",
-                                content_type="text/plain")
-        return web.Response(text="ok", content_type="text/plain")
+    def _health_endpoints(self) -> list[HealthEndpoint]:
+        """upstream's checks: the datastore answers a read (its etcd check), start-up finished; /readyz also
+        that the watch cache is filled and the server is not shutting down."""
+        async def ping() -> None:
+            return None
+
+        async def datastore() -> None:
+            if self.storage is None:
+                raise RuntimeError("the datastore is not open")
+            await asyncio.wait_for(self.storage.get(_HEALTH_KEY), _HEALTH_TIMEOUT)
+
+        async def bootstrap() -> None:
+            if not self.ready.is_set():
+                raise RuntimeError("not finished")
+
+        async def informer_sync() -> None:
+            if self.cache is None or not self.cache.ready.is_set():
+                raise RuntimeError("the watch cache is not filled yet")
+
+        async def shutdown() -> None:
+            if self._stopping:
+                raise RuntimeError("process is shutting down")
+
+        common = [("ping", ping), ("etcd", datastore), ("poststarthook/bootstrap", bootstrap)]
+        return [HealthEndpoint("healthz", common), HealthEndpoint("livez", common),
+                HealthEndpoint("readyz", [*common, ("etcd-readiness", datastore), ("informer-sync", informer_sync),
+                                          ("shutdown", shutdown)])]
 
     def _discovery_response(self, body: dict[str, Any], aggregated: str | None) -> web.Response:
         response = web.Response(body=orjson.dumps(body))

@@ -1,0 +1,100 @@
+"""`pocketkube server` as a process: its flags for addresses and kubeconfigs, one ready line, a clean stop, and
+health endpoints that report the datastore."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import Cluster, free_port, new_cluster, serving
+
+from etcd_fixture import running_etcd
+from pocketkube.cli.kubectl import find_kubectl
+
+READY = b"API server ready"
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_bind_address_tls_san_extra_kubeconfig_one_ready_line_and_clean_stop(tmp_path: Path) -> None:
+    data_dir, extra = tmp_path / "data", tmp_path / "elsewhere" / "admin.yaml"
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pocketkube.cli.main", "server", "--data-dir", str(data_dir), "--https-port",
+             str(port), "--bind-address", "127.0.0.2", "--tls-san", "pk.example", "--write-kubeconfig",
+             str(extra), "--disable-agent", "--disable-controller-manager", "--disable-scheduler"],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: READY in log.read_bytes() or server.poll() is not None, 60, "the ready line")
+        assert server.poll() is None, log.read_text()
+        kubectl = find_kubectl()
+        for kubeconfig in (data_dir / "kubeconfig.yaml", extra):
+            # the kubeconfig names the bound address, and the serving certificate covers it
+            assert f"https://127.0.0.2:{port}" in kubeconfig.read_text()
+            got = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "get", "ns", "default", "-o", "name"],
+                                 capture_output=True, text=True, timeout=60)
+            assert got.stdout.strip() == "namespace/default", got.stderr
+        named = subprocess.run([kubectl, "--kubeconfig", str(extra), "--tls-server-name", "pk.example", "get",
+                                "ns", "default", "-o", "name"], capture_output=True, text=True, timeout=60)
+        assert named.returncode == 0, named.stderr
+        unnamed = subprocess.run([kubectl, "--kubeconfig", str(extra), "--tls-server-name", "other.example",
+                                  "get", "ns", "default"], capture_output=True, text=True, timeout=60)
+        assert unnamed.returncode != 0 and "certificate" in unnamed.stderr
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert log.read_bytes().count(READY) == 1
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def etcd_backed() -> Iterator[tuple[Cluster, int]]:
+    with running_etcd() as url:
+        etcd_pid = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+                        and f"--listen-client-urls\0{url}\0".encode() in _cmdline(pid))
+        for cluster in serving(new_cluster(url, extra_args=["--disable-controller-manager",
+                                                                 "--disable-scheduler"])):
+            yield cluster, etcd_pid
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_readyz_and_livez_report_a_datastore_that_does_not_answer(etcd_backed: tuple[Cluster, int]) -> None:
+    cluster, etcd_pid = etcd_backed
+    os.kill(etcd_pid, signal.SIGSTOP)  # etcd stops answering, its connections stay open
+    try:
+        ready = cluster.request("GET", "/readyz", auth=False, timeout=30)
+        lines = ready.body.decode().splitlines()
+        assert ready.status == 500
+        assert "[-]etcd failed: reason withheld" in lines and "[+]ping ok" in lines
+        assert lines[-1] == "readyz check failed"
+        one = cluster.request("GET", "/readyz/etcd", auth=False, timeout=30)
+        assert one.status == 500 and one.body.startswith(b"internal server error")
+        assert cluster.request("GET", "/livez", auth=False, timeout=30).status == 500
+        assert cluster.request("GET", "/livez?exclude=etcd", auth=False, timeout=30).status == 200
+    finally:
+        os.kill(etcd_pid, signal.SIGCONT)
+    _wait_for(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
+              "/readyz to recover")
