@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from cluster import Cluster, new_cluster
+from cluster import Cluster, new_cluster, serving
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from etcd_fixture import running_etcd
 
 
 def api_client(cluster: Cluster) -> client.ApiClient:
@@ -198,10 +200,12 @@ def test_invalid_object_is_422_with_causes(core: client.CoreV1Api, namespace: st
     assert "metadata.name" in err.value.body and "metadata.labels" in err.value.body
 
 
-def test_compaction_makes_old_watch_and_continue_410() -> None:
-    cluster = new_cluster(extra_args=["--compaction-interval", "1"])
-    cluster.start()
-    try:
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_compaction_makes_old_watch_and_continue_410(backend: str) -> None:
+    with contextlib.ExitStack() as stack:
+        datastore = stack.enter_context(running_etcd()) if backend == "etcd" else ""
+        cluster = stack.enter_context(contextlib.contextmanager(serving)(
+            new_cluster(datastore, extra_args=["--compaction-interval", "1"])))
         with api_client(cluster) as api:
             core = client.CoreV1Api(api)
             core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a")))
@@ -221,6 +225,8 @@ def test_compaction_makes_old_watch_and_continue_410() -> None:
                                       timeout_seconds=5):
                     events.append(event)
             assert watch_err.value.status == 410 and events == []
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+            # an exact read at the compacted revision is gone too
+            with pytest.raises(ApiException) as exact:
+                core.list_namespaced_config_map("default", resource_version=old_rv,
+                                                resource_version_match="Exact")
+            assert exact.value.status == 410 and "Expired" in exact.value.body
