@@ -117,6 +117,12 @@ def test_system_namespaces_and_kubernetes_service(cluster: Cluster) -> None:
     assert svc["spec"]["ports"][0]["port"] == 443
     endpoints = json.loads(cluster.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)
     assert endpoints["subsets"][0]["ports"][0]["port"] == cluster.port
+    # upstream's reconciler keeps an EndpointSlice of the same name beside it
+    endpoint_slice = json.loads(cluster.kubectl("get", "endpointslice", "kubernetes", "-o", "json").stdout)
+    assert endpoint_slice["addressType"] == "IPv4"
+    assert endpoint_slice["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    assert endpoint_slice["endpoints"][0]["addresses"] == endpoints["subsets"][0]["addresses"][0]["ip"].split()
+    assert endpoint_slice["ports"] == [{"name": "https", "port": cluster.port, "protocol": "TCP"}]
 
 
 def test_create_get_describe_delete_multi_document_file(cluster: Cluster, tmp_path) -> None:
