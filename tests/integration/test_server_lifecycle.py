@@ -3,6 +3,7 @@ health endpoints that report the datastore."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from cluster import Cluster, free_port, new_cluster, serving
 
-from etcd_fixture import running_etcd
+from etcd_fixture import running_etcd_cluster
 from pocketkube.cli.kubectl import find_kubectl
 
 READY = b"API server ready"
@@ -66,19 +67,10 @@ def test_bind_address_tls_san_extra_kubeconfig_one_ready_line_and_clean_stop(tmp
 
 @pytest.fixture
 def etcd_backed() -> Iterator[tuple[Cluster, int]]:
-    with running_etcd() as url:
-        etcd_pid = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-                        and f"--listen-client-urls\0{url}\0".encode() in _cmdline(pid))
-        for cluster in serving(new_cluster(url, extra_args=["--disable-controller-manager",
-                                                                 "--disable-scheduler"])):
-            yield cluster, etcd_pid
-
-
-def _cmdline(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    with running_etcd_cluster(1) as members:
+        for cluster in serving(new_cluster(members[0].client_url, extra_args=["--disable-controller-manager",
+                                                                              "--disable-scheduler"])):
+            yield cluster, members[0].process.pid
 
 
 def test_readyz_and_livez_report_a_datastore_that_does_not_answer(etcd_backed: tuple[Cluster, int]) -> None:
@@ -98,3 +90,22 @@ def test_readyz_and_livez_report_a_datastore_that_does_not_answer(etcd_backed: t
         os.kill(etcd_pid, signal.SIGCONT)
     _wait_for(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
               "/readyz to recover")
+
+
+def test_the_server_fails_over_to_another_etcd_member() -> None:
+    with running_etcd_cluster(3) as members:
+        endpoints = ",".join(member.client_url for member in members)
+        with contextlib.contextmanager(serving)(new_cluster(
+                endpoints, extra_args=["--disable-controller-manager", "--disable-scheduler"])) as cluster:
+            cluster.kubectl("create", "configmap", "before")
+            # the member the server talks to (the first that answers) dies; the other two keep the quorum
+            os.kill(members[0].process.pid, signal.SIGKILL)
+            members[0].process.wait()
+            manifest = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}}'
+            # a request caught in flight may fail; the next ones go through another member
+            _wait_for(lambda: cluster.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
+                      30, "a write through another member")
+            names = cluster.kubectl("get", "configmaps", "-o", "name").stdout.split()
+            assert {"configmap/before", "configmap/after"} <= set(names)  # the watch cache followed too
+            _wait_for(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
+                      "/readyz")

@@ -1,4 +1,4 @@
-"""The etcd v3 backend, over gRPC through aetcd.
+"""The etcd v3 backend, over gRPC with aetcd's generated etcd protocol stubs, on one channel over every member.
 
 aetcd's high-level helpers lack revisions, limits and compare-and-swap deletes, so this module
 speaks the etcd protocol with aetcd's generated messages and stubs, the way kube-apiserver's etcd3
@@ -12,11 +12,11 @@ store uses clientv3:
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aetcd
 from aetcd import rpc
 from grpc import aio
 
@@ -72,6 +72,30 @@ def _compare(key: bytes, target: str, value: int, result: int = rpc.Compare.EQUA
     return compare
 
 
+def channel_target(endpoints: list[str]) -> str:
+    """A gRPC target naming every endpoint's address ("ipv4:10.0.0.1:2379,10.0.0.2:2379"), host names
+    resolved now; one address family (that of the first endpoint). ValueError for an endpoint that is not
+    plain http or does not resolve."""
+    family, addresses = None, []
+    for endpoint in endpoints:
+        url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if url.scheme != "http":
+            raise ValueError(f"etcd endpoint {endpoint}: only plain http endpoints are supported")
+        host, port = url.hostname or "127.0.0.1", url.port or 2379
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as err:
+            raise ValueError(f"etcd endpoint {endpoint}: {err}") from None
+        family = family or infos[0][0]
+        for info_family, *_, sockaddr in infos:
+            if info_family == family:
+                ip = sockaddr[0]
+                addresses.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+                break
+    scheme = "ipv6" if family == socket.AF_INET6 else "ipv4"
+    return f"{scheme}:{','.join(dict.fromkeys(addresses))}"
+
+
 class EtcdStorage(Storage):
     """Storage on an etcd v3 cluster; `endpoints` like ["http://127.0.0.1:2379"]."""
 
@@ -80,7 +104,7 @@ class EtcdStorage(Storage):
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self._timeout = timeout
-        self._client: aetcd.Client | None = None
+        self._channel: aio.Channel | None = None
         self._kv_stub: Any = None
         self._watch_stub: Any = None
         self._calls: set[Any] = set()
@@ -90,36 +114,32 @@ class EtcdStorage(Storage):
     # lifecycle
 
     async def start(self) -> None:
-        """Connect to the first endpoint that answers (the others are members of the same cluster)."""
-        failures = []
-        for endpoint in self.endpoints:
-            url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-            if url.scheme != "http":
-                failures.append(f"{endpoint}: only plain http endpoints are supported")
-                continue
-            client = aetcd.Client(host=url.hostname or "127.0.0.1", port=url.port or 2379)
-            try:
-                await client.connect()
-                await client.kvstub.Range(rpc.RangeRequest(key=b"\x00", count_only=True),
-                                          timeout=_CONNECT_TIMEOUT)
-            except (aetcd.ClientError, aio.AioRpcError) as exc:
-                await client.close()
-                failures.append(f"{endpoint}: {exc}")
-                continue
-            self._client = client
-            self._kv_stub = client.kvstub
-            self._watch_stub = rpc.WatchStub(client.channel)
-            self._compacted = await self._find_compacted()
-            return
-        raise StorageError("no etcd endpoint answered: " + "; ".join(failures))
+        """Open one gRPC channel over every endpoint (members of one cluster): it talks to the first that
+        answers and, when that member goes away, reconnects to the next by itself (pick-first over the
+        address list). Requests in flight then fail; later ones go to the member that answers."""
+        try:
+            target = await asyncio.to_thread(channel_target, self.endpoints)
+        except ValueError as err:
+            raise StorageError(str(err)) from None
+        self._channel = rpc.insecure_channel(target)
+        self._kv_stub = rpc.KVStub(self._channel)
+        self._watch_stub = rpc.WatchStub(self._channel)
+        try:
+            await self._kv_stub.Range(rpc.RangeRequest(key=b"\x00", count_only=True), timeout=_CONNECT_TIMEOUT)
+        except aio.AioRpcError as exc:
+            await self._channel.close()
+            self._channel = None
+            raise StorageError(f"no etcd endpoint answered ({', '.join(self.endpoints)}): "
+                               f"{exc.code().name}: {exc.details()}") from None
+        self._compacted = await self._find_compacted()
 
     async def close(self) -> None:
-        if self._closed or self._client is None:
+        if self._closed or self._channel is None:
             return
         self._closed = True
         for call in list(self._calls):
             call.cancel()  # their watch generators see the cancellation and end
-        await self._client.close()
+        await self._channel.close()
 
     # plumbing
 
@@ -266,7 +286,7 @@ class EtcdStorage(Storage):
             self._compacted = max(self._compacted, await self._find_compacted())
             raise CompactedError(start_revision, self._compacted)
         prefix_b = prefix.encode()
-        call = self._watch_stub.Watch(metadata=self._client.metadata if self._client else None)
+        call = self._watch_stub.Watch()
         self._calls.add(call)
         try:
             await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
