@@ -13,12 +13,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pocketkube.cli.kubectl import find_kubectl
+
+T = TypeVar("T")
 
 READY_TIMEOUT = 60.0
 
@@ -163,3 +165,16 @@ def serving(cluster: Cluster) -> Iterator[Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+def wait_until(check: Callable[[], T], timeout: float = 20.0, what: str = "the condition") -> T:
+    """Poll `check` until it returns something true, and return that; AssertionError naming `what` when
+    `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)

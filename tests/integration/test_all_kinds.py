@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import pytest
-from cluster import Cluster
+from cluster import Cluster, wait_until
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 POD_SPEC = {"containers": [{"name": "c", "image": "busybox:1.36"}]}
@@ -178,7 +177,7 @@ def test_namespace_deletion_empties_it_and_blocks_new_content(cluster: Cluster) 
     cluster.request("POST", base, {"metadata": {"name": "plain"}})
     cluster.request("POST", base, {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
     assert cluster.request("DELETE", f"/api/v1/namespaces/{name}").status == 200
-    ns = wait_for(lambda: _terminating_with_content(cluster, name))
+    ns = wait_until(lambda: _terminating_with_content(cluster, name), 15, "the namespace Terminating with content")
     assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["deletionTimestamp"]
     remaining = next(c for c in ns["status"]["conditions"] if c["type"] == "NamespaceContentRemaining")
     assert remaining["message"] == "Some resources are remaining: configmaps has 1 resource instances"
@@ -189,23 +188,13 @@ def test_namespace_deletion_empties_it_and_blocks_new_content(cluster: Cluster) 
     # Once the last finalizer goes, the namespace controller finishes and the namespace disappears.
     cluster.request("PATCH", base + "/held", {"metadata": {"finalizers": None}},
                     content_type="application/merge-patch+json")
-    wait_for(lambda: cluster.request("GET", f"/api/v1/namespaces/{name}").status == 404)
+    wait_until(lambda: cluster.request("GET", f"/api/v1/namespaces/{name}").status == 404, 15, "the namespace gone")
 
 
 def _terminating_with_content(cluster: Cluster, name: str) -> dict | None:
     ns = cluster.request("GET", f"/api/v1/namespaces/{name}").json()
     conditions = {c["type"]: c["status"] for c in ns.get("status", {}).get("conditions") or []}
     return ns if conditions.get("NamespaceContentRemaining") == "True" else None
-
-
-def wait_for(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_pod_binding_and_graceful_delete(cluster: Cluster, sweep_ns: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster import Cluster
+from cluster import Cluster, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -116,13 +116,6 @@ def get_json(cluster: Cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def wait_for(check: object, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def apiservice_rows(cluster: Cluster) -> dict[str, list[str]]:
     rows = cluster.kubectl("get", "apiservices", "--no-headers").stdout.splitlines()
     return {row.split()[0]: row.split()[1:] for row in rows}
@@ -155,8 +148,8 @@ def test_crd_group_versions_get_apiservices_that_go_with_them(cluster: Cluster) 
                                   "schema": {"openAPIV3Schema": {"type": "object"}}}
                                  for version, served in (("v1", True), ("v2alpha1", False))]}}
     cluster.create(json.dumps(crd))
-    wait_for(lambda: apiservice_rows(cluster).get(f"v1.{group}", [])[:2] == ["Local", "True"],
-             f"no APIService v1.{group}")
+    wait_until(lambda: apiservice_rows(cluster).get(f"v1.{group}", [])[:2] == ["Local", "True"],
+               what=f"APIService v1.{group}")
     apiservice = get_json(cluster, "apiservice", f"v1.{group}")
     assert apiservice["metadata"]["labels"] == {"kube-aggregator.kubernetes.io/automanaged": "true"}
     assert apiservice["spec"] == {"group": group, "version": "v1", "groupPriorityMinimum": 1000,
@@ -165,11 +158,11 @@ def test_crd_group_versions_get_apiservices_that_go_with_them(cluster: Cluster) 
 
     crd["spec"]["versions"][1]["served"] = True
     cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
-    wait_for(lambda: f"v2alpha1.{group}" in apiservice_rows(cluster), f"no APIService v2alpha1.{group}")
+    wait_until(lambda: f"v2alpha1.{group}" in apiservice_rows(cluster), what=f"APIService v2alpha1.{group}")
 
     cluster.kubectl("delete", "crd", f"widgets.{group}")
-    wait_for(lambda: not any(name.endswith(group) for name in apiservice_rows(cluster)),
-             f"the APIServices of {group} stayed")
+    wait_until(lambda: not any(name.endswith(group) for name in apiservice_rows(cluster)),
+               what=f"the APIServices of {group} to go")
 
 
 def test_a_user_apiservice_with_a_service_is_stored_as_given(cluster: Cluster, namespace: str) -> None:

@@ -8,26 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import Cluster, free_port, new_cluster, serving
+from cluster import Cluster, free_port, new_cluster, serving, wait_until
 
 from etcd_fixture import running_etcd_cluster
 from pocketkube.cli.kubectl import find_kubectl
 
 READY = b"API server ready"
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_bind_address_tls_san_extra_kubeconfig_one_ready_line_and_clean_stop(tmp_path: Path) -> None:
@@ -41,7 +31,7 @@ def test_bind_address_tls_san_extra_kubeconfig_one_ready_line_and_clean_stop(tmp
              str(extra), "--disable-agent", "--disable-controller-manager", "--disable-scheduler"],
             stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: READY in log.read_bytes() or server.poll() is not None, 60, "the ready line")
+        wait_until(lambda: READY in log.read_bytes() or server.poll() is not None, 60, "the ready line")
         assert server.poll() is None, log.read_text()
         kubectl = find_kubectl()
         for kubeconfig in (data_dir / "kubeconfig.yaml", extra):
@@ -88,7 +78,7 @@ def test_readyz_and_livez_report_a_datastore_that_does_not_answer(etcd_backed: t
         assert cluster.request("GET", "/livez?exclude=etcd", auth=False, timeout=30).status == 200
     finally:
         os.kill(etcd_pid, signal.SIGCONT)
-    _wait_for(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
+    wait_until(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
               "/readyz to recover")
 
 
@@ -103,9 +93,9 @@ def test_the_server_fails_over_to_another_etcd_member() -> None:
             members[0].process.wait()
             manifest = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}}'
             # a request caught in flight may fail; the next ones go through another member
-            _wait_for(lambda: cluster.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
+            wait_until(lambda: cluster.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
                       30, "a write through another member")
             names = cluster.kubectl("get", "configmaps", "-o", "name").stdout.split()
             assert {"configmap/before", "configmap/after"} <= set(names)  # the watch cache followed too
-            _wait_for(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
+            wait_until(lambda: cluster.request("GET", "/readyz", auth=False, timeout=30).status == 200, 30,
                       "/readyz")
