@@ -109,10 +109,12 @@ def main() -> int:
         (node.data_dir / "registries.yaml").write_text(f'mirrors:\n  "*":\n    endpoint: ["http://{registry}"]\n')
         node.kubectl("wait", "--for=create", "serviceaccount/default", "--timeout=60s")
         started = time.monotonic()
+        # kr8s writes a kubeconfig's certificates to temporary files it never removes: keep them in `work`
+        (work / "tmp").mkdir()
         result = subprocess.run([str(KR8S_DIR / "v" / "bin" / "python"), "-m", "pytest", "kr8s/tests",
                                  *sys.argv[1:]], cwd=run_dir,
                                 env={**os.environ, "KUBECONFIG": str(node.cluster.kubeconfig),
-                                     "PATH": f"{kubectl.parent}:{os.environ['PATH']}"})
+                                     "PATH": f"{kubectl.parent}:{os.environ['PATH']}", "TMPDIR": str(work / "tmp")})
         print(f"kr8s suite finished in {time.monotonic() - started:.0f} s with exit code {result.returncode}")
         return result.returncode
     finally:
