@@ -514,13 +514,14 @@ class Registry:
                 policy = "Orphan" if opts.orphan_dependents else "Background"
             grace = strategy.grace_period(obj, opts.grace_period_seconds)
             marked = self._mark_for_deletion(strategy, obj, finalizers, policy, grace)
-            if not verified and (opts.dry_run or (marked and obj == from_storage(info, self.cache.decode(current)))):
+            unchanged = marked and obj == attrs.old_object  # already marked as this deletion would mark it
+            if not verified and (opts.dry_run or unchanged):
                 continue  # nothing is written to prove the cache's copy current: read the store
             if opts.dry_run:
                 return obj, not marked
             try:
                 if marked:
-                    if obj == from_storage(info, self.cache.decode(current)):
+                    if unchanged:
                         return obj, False
                     kv = await self.storage.update(key, encode_for_storage(to_storage(info, obj)),
                                                    current.mod_revision)

@@ -330,8 +330,7 @@ class APIServer:
 
         common = [("ping", ping), ("etcd", datastore), ("poststarthook/bootstrap", bootstrap)]
         return [HealthEndpoint("healthz", common), HealthEndpoint("livez", common),
-                HealthEndpoint("readyz", [*common, ("etcd-readiness", datastore), ("informer-sync", informer_sync),
-                                          ("shutdown", shutdown)])]
+                HealthEndpoint("readyz", [*common, ("informer-sync", informer_sync), ("shutdown", shutdown)])]
 
     def _discovery_response(self, body: dict[str, Any], aggregated: str | None) -> web.Response:
         response = web.Response(body=orjson.dumps(body))
